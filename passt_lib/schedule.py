@@ -1,0 +1,186 @@
+"""Coarse-to-fine phase schedules, as configuration.
+
+A schedule is a list of :class:`Phase`: train ``epochs`` epochs on inputs
+compressed in time by ``factor`` with ``method``, then move on to the next
+phase (the weights are carried over by :func:`passt_lib.compression.enter_phase`).
+The last phase is always full resolution (Feng et al. 2024, "From Coarse to
+Fine"): a model that ends coarse has never seen the input it is evaluated on.
+
+Two spellings, both accepted by :func:`parse_schedule`:
+
+- a list of phases (``Phase`` objects or dicts with the same keys), e.g. from
+  a YAML/JSON config;
+- a compact string, one comma-separated entry per phase::
+
+      "pool:4x2,pool:2x2,full:4"
+      METHOD:FACTORxEPOCHS[:FLAG...]   (compressed phase)
+      full:EPOCHS[:FLAG...]            (full resolution)
+
+  Flags: ``max`` / ``avg`` (pooling mode, ``pool`` only) and ``keep-lr``
+  (continue the learning-rate schedule instead of restarting it with warm-up).
+
+:func:`format_schedule` writes the compact form back; ``parse_schedule``
+of its output gives the same phases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+METHODS = ("full", "frame_shift", "pool", "patchify")
+POOL_MODES = ("avg", "max")
+_FLAG_KEEP_LR = "keep-lr"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a coarse-to-fine schedule.
+
+    method: "full" (no compression), "frame_shift" (front-end hop x factor),
+        "pool" (spectrogram pooled along time, kernel = stride = factor) or
+        "patchify" (time patch size and stride x factor).
+    factor: temporal compression factor k (1 for "full", >= 2 otherwise).
+    epochs: epochs spent in this phase (>= 1).
+    restart_lr: restart the learning-rate schedule (with its warm-up) at the
+        start of the phase, as the paper does; False continues it.
+    pool_mode: "avg" or "max"; only used by "pool".
+    """
+
+    method: str
+    factor: int = 1
+    epochs: int = 1
+    restart_lr: bool = True
+    pool_mode: str = "avg"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown compression method {self.method!r}; expected one of {METHODS}")
+        if isinstance(self.factor, bool) or not isinstance(self.factor, int):
+            raise ValueError(f"factor must be an int, got {self.factor!r}")
+        if self.method == "full" and self.factor != 1:
+            raise ValueError(f"a full-resolution phase has factor 1, got factor={self.factor}")
+        if self.method != "full" and self.factor < 2:
+            raise ValueError(
+                f"method {self.method!r} needs a compression factor >= 2, got {self.factor} "
+                f"(use method 'full' for an uncompressed phase)"
+            )
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be an int >= 1, got {self.epochs!r}")
+        if self.pool_mode not in POOL_MODES:
+            raise ValueError(f"unknown pool_mode {self.pool_mode!r}; expected one of {POOL_MODES}")
+        if not isinstance(self.restart_lr, bool):
+            raise ValueError(f"restart_lr must be a bool, got {self.restart_lr!r}")
+
+    @property
+    def is_full(self) -> bool:
+        return self.method == "full"
+
+
+def _parse_int(text: str, what: str, entry: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"phase {entry!r}: {what} must be an integer, got {text!r}") from None
+
+
+def _parse_entry(entry: str) -> Phase:
+    parts = entry.strip().split(":")
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise ValueError(
+            f"cannot parse phase {entry!r}; expected METHOD:FACTORxEPOCHS (e.g. 'pool:4x2') "
+            f"or full:EPOCHS (e.g. 'full:4')"
+        )
+    method, body, flags = parts[0].strip(), parts[1].strip(), [p.strip() for p in parts[2:]]
+    if method not in METHODS:
+        raise ValueError(f"phase {entry!r}: unknown method {method!r}; expected one of {METHODS}")
+    if "x" in body:
+        factor_s, epochs_s = body.split("x", 1)
+        factor = _parse_int(factor_s, "the factor", entry)
+    else:
+        if method != "full":
+            raise ValueError(
+                f"phase {entry!r}: method {method!r} needs FACTORxEPOCHS, e.g. '{method}:4x2'"
+            )
+        factor, epochs_s = 1, body
+    epochs = _parse_int(epochs_s, "epochs", entry)
+    kwargs: dict = {}
+    for flag in flags:
+        if flag in POOL_MODES:
+            if method != "pool":
+                raise ValueError(f"phase {entry!r}: flag {flag!r} only applies to method 'pool'")
+            kwargs["pool_mode"] = flag
+        elif flag == _FLAG_KEEP_LR:
+            kwargs["restart_lr"] = False
+        else:
+            raise ValueError(
+                f"phase {entry!r}: unknown flag {flag!r}; expected one of "
+                f"{(*POOL_MODES, _FLAG_KEEP_LR)}"
+            )
+    return Phase(method, factor, epochs, **kwargs)
+
+
+def _from_mapping(d: Mapping) -> Phase:
+    known = {f.name for f in dataclasses.fields(Phase)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown phase keys {sorted(unknown)}; expected a subset of {sorted(known)}")
+    return Phase(**d)
+
+
+def parse_schedule(spec: str | Sequence[Phase | Mapping] | None, *, epochs: int | None = None
+                   ) -> list[Phase]:
+    """Phases from a compact string, a list of phases/dicts, or None.
+
+    ``None`` (or an empty string) means fine-only training and needs ``epochs``:
+    it gives ``[Phase("full", 1, epochs)]``. Raises ValueError on unknown
+    methods, malformed entries, or a schedule whose last phase is not full
+    resolution.
+    """
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        if epochs is None:
+            raise ValueError("an empty schedule needs `epochs` (it means 'full:<epochs>')")
+        return [Phase("full", 1, epochs)]
+    if isinstance(spec, str):
+        phases = [_parse_entry(e) for e in spec.split(",")]
+    elif isinstance(spec, Sequence):
+        phases = []
+        for p in spec:
+            if isinstance(p, Phase):
+                phases.append(p)
+            elif isinstance(p, Mapping):
+                phases.append(_from_mapping(p))
+            elif isinstance(p, str):
+                phases.append(_parse_entry(p))
+            else:
+                raise ValueError(f"a phase must be a Phase, a dict or a string, got {p!r}")
+    else:
+        raise ValueError(f"a schedule must be a string or a list of phases, got {spec!r}")
+    if not phases:
+        raise ValueError("a schedule needs at least one phase")
+    if not phases[-1].is_full:
+        raise ValueError(
+            f"the last phase must be full resolution ('full:<epochs>'), got "
+            f"{format_phase(phases[-1])!r}: a model evaluated at full resolution "
+            f"must finish training there"
+        )
+    return phases
+
+
+def format_phase(p: Phase) -> str:
+    s = f"full:{p.epochs}" if p.is_full else f"{p.method}:{p.factor}x{p.epochs}"
+    if p.method == "pool" and p.pool_mode != "avg":
+        s += f":{p.pool_mode}"
+    if not p.restart_lr:
+        s += f":{_FLAG_KEEP_LR}"
+    return s
+
+
+def format_schedule(phases: Sequence[Phase]) -> str:
+    """Compact string of ``phases``; ``parse_schedule(format_schedule(p)) == p``."""
+    return ",".join(format_phase(p) for p in phases)
+
+
+def total_epochs(phases: Sequence[Phase]) -> int:
+    return sum(p.epochs for p in phases)
