@@ -1,0 +1,41 @@
+"""Speed and memory benchmarks.
+
+Subcommands (``python -m passt_lib.bench SUB`` or ``passt-study bench SUB``):
+
+- ``reference``: one training step of ours vs the reference implementation (hear21passt).
+- ``table``: Table 1 of the PaSST paper (throughput, memory, FLOPs) for a list of models.
+- ``scaling``: training step time and memory against clip length.
+- ``coarse-to-fine``: cost of coarse-to-fine training schedules.
+
+Shared measurement helpers live in :mod:`passt_lib.bench.common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module whose main(argv) runs it, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "reference": ("passt_lib.bench.reference", "our PaSST training step vs the reference's"),
+    "table": ("passt_lib.bench.table", "Table 1: throughput, memory, FLOPs per model"),
+    "scaling": ("passt_lib.bench.scaling", "step time and memory against clip length"),
+    "coarse-to-fine": ("passt_lib.bench.coarse_to_fine", "cost of coarse-to-fine schedules"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(
+        prog="passt-study bench",
+        description="Speed and memory benchmarks (synthetic inputs, median of timed steps).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="subcommands:\n"
+        + "\n".join(f"  {name:<15} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
+        + "\n\nRun `passt-study bench SUBCOMMAND --help` for a subcommand's options.",
+    )
+    parser.add_argument("subcommand", choices=list(SUBCOMMANDS), metavar="SUBCOMMAND")
+    ns = parser.parse_args(argv[:1])
+    module = importlib.import_module(SUBCOMMANDS[ns.subcommand][0])
+    return int(module.main(argv[1:]) or 0)

@@ -1,0 +1,5 @@
+import sys
+
+from passt_lib.bench import main
+
+sys.exit(main())

@@ -1,0 +1,501 @@
+"""Measurement discipline shared by every benchmark.
+
+- Inputs are synthetic (random mel spectrograms and multi-hot targets): no data
+  loading, no mel extraction, as in PaSST's and timm's speed tests.
+- Every measured callable runs ``warmup`` untimed steps, then ``steps`` timed
+  ones; each timed step is bracketed by a device synchronisation, and the
+  median (with min and max) is reported.
+- Where a ratio between models is reported, the models are measured
+  interleaved, round-robin (A, B, A, B, ...), so that a slow phase of a shared
+  machine hits all of them alike.
+- A training step is forward + BCE + backward + AdamW step under the precision
+  policy (:func:`passt_lib.precision.autocast`).
+- Peak memory of a training step: on CUDA from the allocator
+  (``torch.cuda.max_memory_allocated``); on CPU from the kernel's resident-set
+  high-water mark (``VmHWM``), reset just before the step by writing 5 to
+  ``/proc/self/clear_refs``, minus the resident set before the step.
+- Achieved FLOP/s are compared with a large square matmul measured in the same
+  run at the same precision.
+"""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+)
+
+from passt_lib.precision import autocast, resolve_precision
+
+RESULTS_DIR = Path("results/bench")
+
+
+# ----------------------------------------------------------------------------- timing
+def synchronize(device: torch.device | str) -> None:
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of ``steps`` timed calls after warm-up."""
+
+    times: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def min(self) -> float:
+        return min(self.times)
+
+    @property
+    def max(self) -> float:
+        return max(self.times)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median: the relative spread of the timed steps."""
+        return (self.max - self.min) / self.median if self.median > 0 else 0.0
+
+    def per_second(self, items: int) -> float:
+        """Throughput in items/s for ``items`` items per call (e.g. samples per step)."""
+        return items / self.median
+
+
+def _check_counts(steps: int, warmup: int) -> None:
+    if steps < 1:
+        raise ValueError(f"need at least one timed step, got steps={steps}")
+    if warmup < 0:
+        raise ValueError(f"warm-up steps cannot be negative, got warmup={warmup}")
+
+
+def time_fn(fn: Callable[[], object], *, steps: int, warmup: int, device="cpu") -> Timing:
+    """Time ``fn``: ``warmup`` untimed calls, then ``steps`` synchronised timed calls."""
+    return time_interleaved({"fn": fn}, steps=steps, warmup=warmup, device=device)["fn"]
+
+
+def interleave_order(names: Sequence[str], steps: int) -> list[str]:
+    """Round-robin call order: every name once per round, ``steps`` rounds (A, B, A, B, ...)."""
+    if len(set(names)) != len(names):
+        raise ValueError(f"names must be distinct, got {list(names)}")
+    return [name for _ in range(steps) for name in names]
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], *, steps: int, warmup: int, device="cpu"
+) -> dict[str, Timing]:
+    """Time several callables round-robin so that machine noise hits them alike.
+
+    Warm-up is also round-robin. Returns one :class:`Timing` per name.
+    """
+    _check_counts(steps, warmup)
+    names = list(fns)
+    for name in interleave_order(names, warmup):
+        fns[name]()
+    synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for name in interleave_order(names, steps):
+        synchronize(device)
+        t0 = time.perf_counter()
+        fns[name]()
+        synchronize(device)
+        times[name].append(time.perf_counter() - t0)
+    return {name: Timing(tuple(t)) for name, t in times.items()}
+
+
+# ----------------------------------------------------------------------------- steps
+def synthetic_batch(
+    input_shape: tuple[int, int, int], n_classes: int, batch: int, device="cpu", seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (B, C, F, T) mel input and a multi-hot (B, n_classes) float target."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    g = torch.Generator().manual_seed(seed)
+    mel = torch.randn((batch, *input_shape), generator=g)  # (B, 1, F, T)
+    target = (torch.rand((batch, n_classes), generator=g) < 0.05).float()  # (B, C)
+    return mel.to(device), target.to(device)
+
+
+def logits_of(out) -> torch.Tensor:
+    """Logits from a model output; the reference PaSST returns (logits, embedding)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@dataclass
+class TrainStep:
+    """forward + BCE + backward + AdamW step on one fixed synthetic batch."""
+
+    model: nn.Module
+    mel: torch.Tensor
+    target: torch.Tensor
+    precision: str = "auto"
+    lr: float = 1e-5
+    optimizer: torch.optim.Optimizer | None = None  # None: a new AdamW over the model
+
+    def __post_init__(self) -> None:
+        self.device = self.mel.device
+        self.precision = resolve_precision(self.precision, self.device)
+        self.model.train()
+        if self.optimizer is None:
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.lr)
+        self.scaler = (
+            torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        )
+
+    @property
+    def batch(self) -> int:
+        return self.mel.shape[0]
+
+    def __call__(self) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast(self.precision, self.device):
+            logits = logits_of(self.model(self.mel))
+        loss = F.binary_cross_entropy_with_logits(logits.float(), self.target)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return loss.detach()
+
+
+@dataclass
+class InferStep:
+    """Forward pass in eval mode without gradients on one fixed synthetic batch."""
+
+    model: nn.Module
+    mel: torch.Tensor
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.device = self.mel.device
+        self.precision = resolve_precision(self.precision, self.device)
+
+    @property
+    def batch(self) -> int:
+        return self.mel.shape[0]
+
+    def __call__(self):
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), autocast(self.precision, self.device):
+                return logits_of(self.model(self.mel))
+        finally:
+            self.model.train(was_training)
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _sdpa_cpu_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def _custom_flop_mapping() -> dict:
+    # FlopCounterMode has formulas for the CUDA attention kernels but none for
+    # the CPU flash-attention kernel; without these it counts attention as zero.
+    aten = torch.ops.aten
+    mapping = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = (
+            _sdpa_cpu_backward_flops
+        )
+    return mapping
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs (2 per multiply-add) of one call of ``fn``, counted by ``FlopCounterMode``.
+
+    Backward is included when ``fn`` calls ``.backward()``; the element-wise
+    optimiser update is not counted (FlopCounterMode counts matmuls/convolutions).
+    """
+    with FlopCounterMode(display=False, custom_mapping=_custom_flop_mapping()) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(device="cpu", precision: str = "fp32", n: int = 2048, steps: int = 5) -> float:
+    """FLOP/s of an (n x n) @ (n x n) matmul at ``precision`` (median of ``steps``)."""
+    device = torch.device(device)
+    precision = resolve_precision(precision, device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    timing = time_fn(lambda: a @ b, steps=steps, warmup=2, device=device)
+    return 2.0 * n**3 / timing.median
+
+
+# ----------------------------------------------------------------------------- memory
+_MIB = 1024.0 * 1024.0
+
+
+def _proc_status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{key} not found in /proc/self/status")
+
+
+def _release_freed_memory() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back to the kernel
+    except (OSError, AttributeError):
+        pass
+
+
+def _can_reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _proc_status_kib("VmHWM")
+        return True
+    except OSError:
+        return False
+
+
+def memory_method(device="cpu") -> str:
+    """How :func:`peak_step_memory` measures on ``device`` (written next to its numbers)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "cuda max_memory_allocated during the step minus allocated before it"
+    if _can_reset_hwm():
+        return "VmHWM (reset via /proc/self/clear_refs) during the step minus VmRSS before it"
+    return "VmRSS sampled every 1 ms during the step minus VmRSS before it"
+
+
+def peak_step_memory(fn: Callable[[], object], device="cpu") -> int:
+    """Bytes by which one call of ``fn`` raises memory above what is held before it.
+
+    What is held before (weights, gradients, optimiser state, inputs) is not
+    counted; what the step allocates on top (activations, temporaries) is.
+    Call ``fn`` once beforehand so that lazily created state (e.g. AdamW's
+    moments) already exists.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device) - before)
+    _release_freed_memory()
+    if _can_reset_hwm():
+        before = _proc_status_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # VmHWM := VmRSS
+        fn()
+        peak = _proc_status_kib("VmHWM")
+        return int((peak - before) * 1024)
+    return _sampled_rss_peak(fn)
+
+
+def _sampled_rss_peak(fn: Callable[[], object]) -> int:
+    before = _proc_status_kib("VmRSS")
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _proc_status_kib("VmRSS"))
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    peak[0] = max(peak[0], _proc_status_kib("VmRSS"))
+    return int((peak[0] - before) * 1024)
+
+
+def mib(n_bytes: float) -> float:
+    return n_bytes / _MIB
+
+
+# ----------------------------------------------------------------------------- env / csv
+def pick_device(device: str | None = None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def device_name(device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def env_info(device, precision: str) -> dict[str, str]:
+    """Columns written into every benchmark CSV row."""
+    import timm
+
+    device = torch.device(device)
+    commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "device": device_name(device),
+        "precision": resolve_precision(precision, device),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "commit": commit,
+        "dirty": str(dirty),
+    }
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict], env: dict[str, str]) -> Path:
+    """Write ``rows`` (dicts; missing keys stay empty) with the env columns added to each row."""
+    if not rows:
+        raise ValueError(f"no rows to write to {path}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fieldnames: list[str] = []
+    for row in rows:  # union of the rows' keys, in first-seen order
+        fieldnames += [k for k in row if k not in fieldnames]
+    fieldnames += [k for k in env if k not in fieldnames]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**env, **row})
+    return path
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """Plain-text table of ``columns`` of ``rows`` (floats to 3 significant digits)."""
+
+    def fmt(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+        return str(v)
+
+    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def print_env(env: dict[str, str], file=sys.stdout) -> None:
+    print("  ".join(f"{k}={v}" for k, v in env.items()), file=file)
+
+
+# ----------------------------------------------------------------------------- models
+@dataclass(frozen=True)
+class BenchModel:
+    """A model built for a benchmark and the synthetic input it takes."""
+
+    name: str
+    model: nn.Module
+    input_shape: tuple[int, int, int]  # (1, F, T): one mel spectrogram
+    n_classes: int
+    seq_len: int | None  # tokens in the blocks during training (transformers), else None
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def is_transformer(name: str) -> bool:
+    from passt_lib.model import PRESETS
+
+    return name in PRESETS
+
+
+def build_bench_model(
+    name: str,
+    scale,
+    *,
+    width: str | None = None,
+    depth: int | None = None,
+    n_classes: int = 527,
+) -> BenchModel:
+    """Build preset ``name`` at ``scale`` (a ``passt_lib.scales.Scale`` or its name).
+
+    Transformers get the scale's input size, width and depth, with patchout
+    rescaled to the scale's grid (``scales.model_overrides``); ``width`` /
+    ``depth`` override the scale's. CNNs keep their own front-end (mel bins,
+    hop) and get the scale's clip length.
+    """
+    from passt_lib.registry import create_model
+    from passt_lib.scales import get_scale, model_overrides
+
+    scale = get_scale(scale) if isinstance(scale, str) else scale
+    if is_transformer(name):
+        from passt_lib.model import PaSSTConfig
+
+        width = width or scale.width
+        depth = depth if depth is not None else scale.depth
+        over = model_overrides(PaSSTConfig.preset(name), scale)
+        if depth is not None:
+            over["depth"] = depth
+        model = create_model(name, width=width, n_classes=n_classes, **over)
+        c = model.config
+        return BenchModel(name, model, (1, c.input_fdim, c.input_tdim), n_classes,
+                          model.n_tokens(training=True))
+    model = create_model(name, n_classes=n_classes)
+    mc = model.mel_config
+    n_samples = int(round(mc.sample_rate * scale.clip_seconds))
+    frames = n_samples // mc.hop_length + 1  # centred STFT
+    return BenchModel(name, model, (1, mc.n_mels, frames), n_classes, None)

@@ -1,0 +1,233 @@
+"""Our PaSST training step against the reference implementation (``hear21passt``).
+
+One training step (forward + BCE + backward + AdamW step) on the same
+synthetic batch for the reference's PaSST-S and PaSST-B and ours, each at fp32
+and under bf16 autocast, all interleaved round-robin in one run. Reports the
+median step after warm-up, our speed-up over the reference as shipped (fp32)
+and at equal precision, our patchout speed-up (PaSST-B step / PaSST-S step)
+next to the FLOP ratio, and achieved FLOP/s as a fraction of a matmul peak
+measured in the same run at the same precision.
+
+    python -m passt_lib.bench reference                  # paper config, ~10 min on 2 cores
+    python -m passt_lib.bench reference --depth 2        # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from passt_lib.bench import common
+from passt_lib.grid import patch_grid
+from passt_lib.precision import has_native_bf16, resolve_precision
+from passt_lib.scales import PAPER_FDIM, PAPER_TDIM, scale_patchout
+
+N_CLASSES = 527
+# Target ratios of issue 2 (ours / reference, training throughput).
+TARGET_VS_SHIPPED = 3.0
+TARGET_EQUAL_PRECISION = 1.2
+
+
+def analytic_train_flops(config, n_tokens: int) -> float:
+    """Training FLOPs per sample of a PaSST config: 3x forward, 2 FLOPs per MAC.
+
+    Forward MACs: the patch embedding over every patch (patchout comes after
+    it), then per block 12*n*D^2 (qkv, proj, MLP) + 2*n^2*D (QK^T and AV)
+    with ``n`` tokens after patchout.
+    """
+    f, t = config.grid
+    d = config.embed_dim
+    embed = f * t * config.patch_size**2 * d
+    blocks = config.n_blocks * (12 * n_tokens * d * d + 2 * n_tokens**2 * d)
+    return 2.0 * 3.0 * (embed + blocks)
+
+
+def flop_ratio(model_b: nn.Module, model_s: nn.Module) -> float:
+    """Analytic training-FLOP ratio PaSST-B : PaSST-S (2.86 at the paper config).
+
+    Uses ``passt_lib.flops`` when it provides ``train_flops(config)``, else
+    :func:`analytic_train_flops`.
+    """
+    try:
+        from passt_lib.flops import train_flops  # type: ignore[attr-defined]
+
+        return train_flops(model_b.config) / train_flops(model_s.config)
+    except (ImportError, AttributeError, TypeError):
+        pass
+    b = analytic_train_flops(model_b.config, model_b.n_tokens(training=True))
+    s = analytic_train_flops(model_s.config, model_s.n_tokens(training=True))
+    return b / s
+
+
+def build_ours(name: str, *, width: str, depth: int | None, fdim: int, tdim: int) -> nn.Module:
+    from passt_lib.model import PaSSTConfig
+    from passt_lib.registry import create_model
+
+    paper = PaSSTConfig.preset(name)
+    stride = (paper.fstride, paper.tstride)
+    f_paper, t_paper = patch_grid(PAPER_FDIM, PAPER_TDIM, (paper.patch_size,) * 2, stride)
+    f, t = patch_grid(fdim, tdim, (paper.patch_size,) * 2, stride)
+    over = {
+        "input_fdim": fdim,
+        "input_tdim": tdim,
+        # patchout defined on the paper grid, rescaled to this grid (identity at 128 x 998)
+        "s_patchout_f": min(scale_patchout(paper.s_patchout_f, f, f_paper), f - 1),
+        "s_patchout_t": min(scale_patchout(paper.s_patchout_t, t, t_paper), t - 1),
+    }
+    if depth is not None:
+        over["depth"] = depth
+    return create_model(name, width=width, n_classes=N_CLASSES, **over)
+
+
+def build_reference(ours: nn.Module) -> nn.Module:
+    """hear21passt's PaSST with exactly our model's architecture and patchout."""
+    import hear21passt.models.passt as ref
+
+    ref.first_RUN = False  # the reference prints shapes on its first forward otherwise
+    c = ours.config
+    if c.block_selection is not None or c.pos_embed != "disentangled":
+        raise ValueError(f"the reference bench compares PaSST presets only, got {c}")
+    return ref.PaSST(
+        u_patchout=c.u_patchout, s_patchout_t=c.s_patchout_t, s_patchout_f=c.s_patchout_f,
+        img_size=(c.input_fdim, c.input_tdim), patch_size=c.patch_size,
+        stride=(c.fstride, c.tstride), in_chans=1, num_classes=c.n_classes,
+        embed_dim=c.embed_dim, depth=c.depth, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio,
+        distilled=True,
+    )
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="passt-study bench reference", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--depth", type=int, default=None, help="blocks (default: the width's 12)")
+    p.add_argument("--width", default="base", choices=("base", "small", "tiny"))
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--fdim", type=int, default=PAPER_FDIM, help="mel bins")
+    p.add_argument("--tdim", type=int, default=PAPER_TDIM, help="frames")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per variant")
+    p.add_argument("--precision", default="auto", help="our 'as we ship it' precision")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--compile", action="store_true", help="torch.compile our models")
+    p.add_argument("--no-b", action="store_true",
+                   help="skip PaSST-B (no patchout speed-up; much faster)")
+    p.add_argument("--out", type=Path, default=common.RESULTS_DIR / "reference.csv")
+    return p.parse_args(argv)
+
+
+def run(args) -> tuple[list[dict], list[dict]]:
+    common.set_threads(args.threads)
+    device = common.pick_device(args.device)
+    auto = resolve_precision(args.precision, device)
+    # the reduced precision both run under: bf16 where native (and on any CPU), else fp16
+    low = "bf16" if device.type == "cpu" or has_native_bf16(device) else "fp16"
+    precisions = sorted({"fp32", low, auto}, key=("fp32", "bf16", "fp16").index)
+    torch.manual_seed(0)
+    names = ["passt-s"] if args.no_b else ["passt-s", "passt-b"]
+    ours = {n: build_ours(n, width=args.width, depth=args.depth, fdim=args.fdim,
+                          tdim=args.tdim).to(device) for n in names}
+    refs = {n: build_reference(ours[n]).to(device) for n in names}
+    mel, target = common.synthetic_batch((1, args.fdim, args.tdim), N_CLASSES, args.batch,
+                                         device)
+    steps, runners = {}, {}
+    for n in names:
+        short = n.split("-")[1].upper()  # "S" / "B"
+        our_model = torch.compile(ours[n]) if args.compile else ours[n]
+        for impl, model in (("ref", refs[n]), ("ours", our_model)):
+            for prec in precisions:
+                if impl == "ref" and prec not in ("fp32", low):
+                    continue
+                key = f"{impl}-{short}-{prec}"
+                # one optimiser per model, shared by its precisions' steps
+                shared = runners.get((impl, n))
+                step = common.TrainStep(model, mel, target, precision=prec,
+                                        optimizer=shared.optimizer if shared else None)
+                runners.setdefault((impl, n), step)
+                steps[key] = step
+    peaks = {p: common.matmul_peak(device, p) for p in precisions}
+    flops = {}
+    for key, step in steps.items():
+        impl, short, _ = key.split("-")
+        if (impl, short) not in flops:  # FLOPs do not depend on precision: count one step
+            flops[(impl, short)] = common.count_flops(step)
+    timings = common.time_interleaved(steps, steps=args.steps, warmup=args.warmup,
+                                      device=device)
+
+    rows = []
+    for key, timing in timings.items():
+        impl, short, prec = key.split("-")
+        f = flops[(impl, short)]
+        rows.append({
+            "kind": "step", "name": key, "impl": impl, "model": f"PaSST-{short}",
+            "precision": prec, "batch": args.batch, "fdim": args.fdim, "tdim": args.tdim,
+            "depth": ours[f"passt-{short.lower()}"].config.n_blocks, "width": args.width,
+            "median_s": timing.median, "min_s": timing.min, "max_s": timing.max,
+            "spread": timing.spread, "samples_per_s": timing.per_second(args.batch),
+            "flops_per_step": f, "achieved_flops": f / timing.median,
+            "matmul_peak_flops": peaks[prec],
+            "peak_fraction": f / timing.median / peaks[prec],
+        })
+    t = {k: v.median for k, v in timings.items()}
+    ratios = [
+        ratio("speed-up vs reference as shipped (ours auto / ref fp32), PaSST-S",
+              t["ref-S-fp32"] / t[f"ours-S-{auto}"], TARGET_VS_SHIPPED),
+        ratio("speed-up at equal precision fp32, PaSST-S",
+              t["ref-S-fp32"] / t["ours-S-fp32"], TARGET_EQUAL_PRECISION),
+        ratio(f"speed-up at equal precision {low}, PaSST-S",
+              t[f"ref-S-{low}"] / t[f"ours-S-{low}"], TARGET_EQUAL_PRECISION),
+    ]
+    if not args.no_b:
+        fr = flop_ratio(ours["passt-b"], ours["passt-s"])
+        counted = flops[("ours", "B")] / flops[("ours", "S")]
+        ratios += [
+            ratio("speed-up vs reference as shipped (ours auto / ref fp32), PaSST-B",
+                  t["ref-B-fp32"] / t[f"ours-B-{auto}"], TARGET_VS_SHIPPED),
+            ratio("speed-up at equal precision fp32, PaSST-B",
+                  t["ref-B-fp32"] / t["ours-B-fp32"], TARGET_EQUAL_PRECISION),
+            ratio(f"speed-up at equal precision {low}, PaSST-B",
+                  t[f"ref-B-{low}"] / t[f"ours-B-{low}"], TARGET_EQUAL_PRECISION),
+            ratio("analytic FLOP ratio PaSST-B / PaSST-S", fr, None),
+            ratio("counted FLOP ratio PaSST-B / PaSST-S (FlopCounterMode)", counted, None),
+            ratio(f"our patchout speed-up (B step / S step), {auto}",
+                  t[f"ours-B-{auto}"] / t[f"ours-S-{auto}"], fr),
+            ratio("our patchout speed-up (B step / S step), fp32",
+                  t["ours-B-fp32"] / t["ours-S-fp32"], fr),
+            ratio("reference patchout speed-up (B step / S step), fp32",
+                  t["ref-B-fp32"] / t["ref-S-fp32"], None),
+        ]
+    return rows, ratios
+
+
+def ratio(name: str, value: float, target: float | None) -> dict:
+    ok = "" if target is None else str(value >= target)
+    return {"kind": "ratio", "name": name, "value": value,
+            "target": "" if target is None else target, "meets_target": ok}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    rows, ratios = run(args)
+    device = common.pick_device(args.device)
+    env = common.env_info(device, args.precision)
+    env.pop("precision")  # every row names its own precision
+    common.print_env(env)
+    print(f"batch {args.batch}, {args.fdim} x {args.tdim}, width {args.width}, "
+          f"{args.warmup} warm-up + {args.steps} timed steps each, interleaved; median shown")
+    print(common.format_table(rows, ["name", "median_s", "spread", "samples_per_s",
+                                     "flops_per_step", "peak_fraction"]))
+    print()
+    for r in ratios:
+        tgt = "" if r["target"] == "" else f"  (target >= {r['target']:.3g}: {r['meets_target']})"
+        print(f"{r['name']}: {r['value']:.3g}{tgt}")
+    path = common.write_csv(args.out, rows + ratios, env)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
