@@ -16,8 +16,11 @@ Two spellings, both accepted by :func:`parse_schedule`:
       METHOD:FACTORxEPOCHS[:FLAG...]   (compressed phase)
       full:EPOCHS[:FLAG...]            (full resolution)
 
-  Flags: ``max`` / ``avg`` (pooling mode, ``pool`` only) and ``keep-lr``
-  (continue the learning-rate schedule instead of restarting it with warm-up).
+  Flags: ``max`` / ``avg`` (pooling mode, ``pool`` only), ``keep-lr``
+  (continue the learning-rate schedule instead of restarting it with warm-up)
+  and ``patchout-keep`` / ``patchout-off`` (how patchout composes with the
+  compression; default: amounts rescaled to the compressed grid, see
+  ``passt_lib.compression``).
 
 :func:`format_schedule` writes the compact form back; ``parse_schedule``
 of its output gives the same phases.
@@ -31,7 +34,9 @@ from dataclasses import dataclass
 
 METHODS = ("full", "frame_shift", "pool", "patchify")
 POOL_MODES = ("avg", "max")
+PATCHOUT_POLICIES = ("scale", "keep", "off")
 _FLAG_KEEP_LR = "keep-lr"
+_FLAG_PATCHOUT = "patchout-"  # + policy, e.g. "patchout-off"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,10 @@ class Phase:
     restart_lr: restart the learning-rate schedule (with its warm-up) at the
         start of the phase, as the paper does; False continues it.
     pool_mode: "avg" or "max"; only used by "pool".
+    patchout: how the model's patchout amounts apply to the compressed grid:
+        "scale" (default: rescaled in proportion, same fraction dropped),
+        "keep" (same absolute amounts) or "off" (no patchout in this phase).
+        Ignored by "full" phases, which use the model's own amounts.
     """
 
     method: str
@@ -53,6 +62,7 @@ class Phase:
     epochs: int = 1
     restart_lr: bool = True
     pool_mode: str = "avg"
+    patchout: str = "scale"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -70,6 +80,9 @@ class Phase:
             raise ValueError(f"epochs must be an int >= 1, got {self.epochs!r}")
         if self.pool_mode not in POOL_MODES:
             raise ValueError(f"unknown pool_mode {self.pool_mode!r}; expected one of {POOL_MODES}")
+        if self.patchout not in PATCHOUT_POLICIES:
+            raise ValueError(
+                f"unknown patchout policy {self.patchout!r}; expected one of {PATCHOUT_POLICIES}")
         if not isinstance(self.restart_lr, bool):
             raise ValueError(f"restart_lr must be a bool, got {self.restart_lr!r}")
 
@@ -113,10 +126,12 @@ def _parse_entry(entry: str) -> Phase:
             kwargs["pool_mode"] = flag
         elif flag == _FLAG_KEEP_LR:
             kwargs["restart_lr"] = False
+        elif flag.startswith(_FLAG_PATCHOUT) and flag[len(_FLAG_PATCHOUT):] in PATCHOUT_POLICIES:
+            kwargs["patchout"] = flag[len(_FLAG_PATCHOUT):]
         else:
             raise ValueError(
                 f"phase {entry!r}: unknown flag {flag!r}; expected one of "
-                f"{(*POOL_MODES, _FLAG_KEEP_LR)}"
+                f"{(*POOL_MODES, _FLAG_KEEP_LR, *(_FLAG_PATCHOUT + p for p in PATCHOUT_POLICIES))}"
             )
     return Phase(method, factor, epochs, **kwargs)
 
@@ -174,6 +189,8 @@ def format_phase(p: Phase) -> str:
         s += f":{p.pool_mode}"
     if not p.restart_lr:
         s += f":{_FLAG_KEEP_LR}"
+    if p.patchout != "scale":
+        s += f":{_FLAG_PATCHOUT}{p.patchout}"
     return s
 
 
