@@ -1,0 +1,13 @@
+"""The study: parameterised notebooks, a papermill batch runner, and the figures.
+
+- :mod:`passt_lib.study.runner`: ``passt-study run STUDY.yaml``.
+- :mod:`passt_lib.study.rundir`: what a notebook calls to write its run directory.
+- :mod:`passt_lib.study.notebook_params`: the ``parameters`` cell, parsed and checked.
+- :mod:`passt_lib.study.experiments`: the notebooks' parameter validators and bodies.
+- :mod:`passt_lib.study.figures`: ``passt-study figures``.
+- :mod:`passt_lib.study.all`: ``passt-study study``.
+"""
+
+from passt_lib.study.rundir import Run, config_hash, start_run
+
+__all__ = ["Run", "config_hash", "start_run"]
