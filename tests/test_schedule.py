@@ -1,0 +1,76 @@
+import pytest
+
+from passt_lib.schedule import Phase, format_schedule, parse_schedule, total_epochs
+
+
+def test_compact_string_parses_to_phases():
+    phases = parse_schedule("pool:4x2,pool:2x2,full:4")
+    assert phases == [Phase("pool", 4, 2), Phase("pool", 2, 2), Phase("full", 1, 4)]
+    assert total_epochs(phases) == 8
+    assert all(p.restart_lr for p in phases)
+
+
+def test_flags_parse():
+    p = parse_schedule("pool:4x3:max:keep-lr:patchout-off,full:1")[0]
+    assert (p.method, p.factor, p.epochs) == ("pool", 4, 3)
+    assert p.pool_mode == "max" and p.restart_lr is False and p.patchout == "off"
+
+
+@pytest.mark.parametrize("s", [
+    "full:3",
+    "pool:4x2,pool:2x2,full:4",
+    "frame_shift:2x1,full:1",
+    "patchify:8x5:keep-lr,frame_shift:4x1:patchout-keep,full:2",
+    "pool:4x2:max,full:2:keep-lr",
+])
+def test_format_round_trip(s):
+    phases = parse_schedule(s)
+    assert format_schedule(phases) == s
+    assert parse_schedule(format_schedule(phases)) == phases
+
+
+def test_list_and_dict_forms_match_string():
+    s = parse_schedule("patchify:2x3,full:1")
+    assert parse_schedule([{"method": "patchify", "factor": 2, "epochs": 3},
+                           {"method": "full", "epochs": 1}]) == s
+    assert parse_schedule([Phase("patchify", 2, 3), "full:1"]) == s
+
+
+def test_none_means_fine_only():
+    assert parse_schedule(None, epochs=5) == [Phase("full", 1, 5)]
+    with pytest.raises(ValueError, match="epochs"):
+        parse_schedule(None)
+
+
+@pytest.mark.parametrize("s, match", [
+    ("pool:4x2", "last phase must be full"),
+    ("full:2,pool:2x2", "last phase must be full"),
+    ("shift:2x2,full:1", "unknown method 'shift'"),
+    ("pool:2,full:1", "FACTORxEPOCHS"),
+    ("pool:1x2,full:1", "factor >= 2"),
+    ("full:2x2", "factor 1"),
+    ("pool:ax2,full:1", "factor must be an integer"),
+    ("full:0", "epochs must be an int >= 1"),
+    ("frame_shift:2x1:max,full:1", "only applies to method 'pool'"),
+    ("pool:2x1:fast,full:1", "unknown flag 'fast'"),
+    ("pool", "cannot parse"),
+    ("", "needs `epochs`"),
+])
+def test_bad_schedules_raise(s, match):
+    with pytest.raises(ValueError, match=match):
+        parse_schedule(s)
+
+
+def test_unknown_dict_key_raises():
+    with pytest.raises(ValueError, match="unknown phase keys"):
+        parse_schedule([{"method": "full", "epochs": 1, "lr": 3}])
+
+
+def test_phase_is_frozen_and_validated():
+    p = Phase("pool", 2, 1)
+    with pytest.raises(AttributeError):
+        p.factor = 4
+    with pytest.raises(ValueError, match="pool_mode"):
+        Phase("pool", 2, 1, pool_mode="median")
+    with pytest.raises(ValueError, match="patchout policy"):
+        Phase("pool", 2, 1, patchout="half")
