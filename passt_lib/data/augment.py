@@ -1,0 +1,133 @@
+"""Batch augmentations from the PaSST recipe, as pure functions.
+
+All randomness is drawn per sample from the optional ``generator`` (a
+``torch.Generator`` on the CPU); the same generator state gives the same result.
+Targets are float (B, C); single-label int64 class indices are turned into
+one-hot rows by ``soft_targets`` first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _rand(shape, generator):
+    return torch.rand(shape, generator=generator)
+
+
+def soft_targets(target: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """int64 (B,) class indices -> float32 one-hot (B, C); float (B, C) passes through."""
+    if target.dtype.is_floating_point:
+        if target.ndim != 2:
+            raise ValueError(f"float targets must be (B, C); got shape {tuple(target.shape)}")
+        return target
+    if target.ndim != 1:
+        raise ValueError(f"class-index targets must be (B,); got shape {tuple(target.shape)}")
+    return torch.nn.functional.one_hot(target, n_classes).float()  # (B, C)
+
+
+def _beta(alpha: float, n: int, generator) -> torch.Tensor:
+    # torch's Beta sampler takes no generator: seed a NumPy generator from it instead,
+    # so the draw depends only on ``generator`` (or on the global torch RNG when None).
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, n)).float()
+
+
+def mixup_lambda(n: int, alpha: float, generator=None) -> torch.Tensor:
+    """(n,) lambda ~ Beta(alpha, alpha), folded to lambda = max(lambda, 1 - lambda)."""
+    lam = _beta(alpha, n, generator)
+    return torch.maximum(lam, 1 - lam)
+
+
+def wave_mixup(wave: torch.Tensor, target: torch.Tensor, *, fraction: float = 0.5,
+               alpha: float = 2.0, generator: torch.Generator | None = None):
+    """Mix a random ``fraction`` of the batch with shuffled partners (PaSST's waveform mixup).
+
+    wave (B, S), target (B, C) float. Each chosen sample i becomes
+    lam * x_i + (1 - lam) * x_perm(i) with lam ~ Beta(alpha, alpha), lam >= 0.5, both
+    clips mean-centred first as in the reference; targets mix with the same lam.
+    Returns new tensors; the inputs are not modified.
+    """
+    if wave.ndim != 2 or target.ndim != 2 or len(wave) != len(target):
+        raise ValueError(f"wave_mixup expects wave (B, S) and target (B, C); got "
+                         f"{tuple(wave.shape)} and {tuple(target.shape)}")
+    b = len(wave)
+    if fraction <= 0 or b < 2:
+        return wave, target
+    n_mix = int(round(fraction * b))
+    chosen = torch.randperm(b, generator=generator)[:n_mix]  # which samples get mixed
+    partner = torch.randperm(b, generator=generator)[:n_mix]
+    lam = mixup_lambda(n_mix, alpha, generator).to(wave.dtype)  # (n_mix,)
+    out_w, out_t = wave.clone(), target.clone()
+    x1 = wave[chosen] - wave[chosen].mean(dim=1, keepdim=True)  # (n_mix, S)
+    x2 = wave[partner] - wave[partner].mean(dim=1, keepdim=True)
+    mixed = lam[:, None] * x1 + (1 - lam[:, None]) * x2
+    out_w[chosen] = mixed - mixed.mean(dim=1, keepdim=True)
+    lt = lam.to(target.dtype)[:, None]
+    out_t[chosen] = lt * target[chosen] + (1 - lt) * target[partner]
+    return out_w, out_t
+
+
+def spec_mixup(mel: torch.Tensor, target: torch.Tensor, alpha: float = 0.3,
+               generator: torch.Generator | None = None):
+    """Mixup on spectrograms (the training loop applies it after the front-end).
+
+    mel (B, ...) any trailing shape, target (B, C) float. Every sample i becomes
+    lam_i * x_i + (1 - lam_i) * x_perm(i), lam_i ~ Beta(alpha, alpha), lam = max(lam, 1 - lam).
+    ``alpha <= 0`` returns the inputs unchanged.
+    """
+    if len(mel) != len(target) or target.ndim != 2:
+        raise ValueError(f"spec_mixup expects mel (B, ...) and target (B, C); got "
+                         f"{tuple(mel.shape)} and {tuple(target.shape)}")
+    if alpha <= 0 or len(mel) < 2:
+        return mel, target
+    b = len(mel)
+    perm = torch.randperm(b, generator=generator)
+    lam = mixup_lambda(b, alpha, generator)  # (B,)
+    lm = lam.to(mel.device, mel.dtype).view(b, *([1] * (mel.ndim - 1)))  # (B, 1, ...)
+    lt = lam.to(target.device, target.dtype)[:, None]  # (B, 1)
+    perm_d = perm.to(mel.device)
+    return lm * mel + (1 - lm) * mel[perm_d], lt * target + (1 - lt) * target[perm.to(target.device)]
+
+
+def random_gain(wave: torch.Tensor, max_db: float = 7.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Scale each clip by a gain uniform in [-max_db, +max_db] dB. wave (B, S)."""
+    if max_db <= 0:
+        return wave
+    db = (_rand(len(wave), generator) * 2 - 1) * max_db  # (B,)
+    return wave * (10 ** (db / 20)).to(wave.device, wave.dtype)[:, None]
+
+
+def random_roll(wave: torch.Tensor, max_fraction: float = 0.5,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Circularly shift each clip by up to ``max_fraction`` of its length either way."""
+    if max_fraction <= 0:
+        return wave
+    b, s = wave.shape
+    m = int(max_fraction * s)
+    shifts = torch.randint(-m, m + 1, (b,), generator=generator)  # (B,)
+    idx = (torch.arange(s)[None, :] - shifts[:, None]) % s  # (B, S) source index per output
+    return torch.gather(wave, 1, idx.to(wave.device))
+
+
+def augment_batch(wave: torch.Tensor, target: torch.Tensor, config, n_classes: int | None = None,
+                  generator: torch.Generator | None = None):
+    """The waveform-side augmentations of a ``DataConfig``: roll, gain, then wave mixup.
+
+    Returns (wave (B, S), target). Integer targets become soft (B, C) only when wave
+    mixup is on (then ``n_classes`` is needed).
+    """
+    if config.roll:
+        wave = random_roll(wave, config.roll_fraction, generator)
+    if config.gain_db > 0:
+        wave = random_gain(wave, config.gain_db, generator)
+    if config.wave_mixup > 0:
+        if not target.dtype.is_floating_point:
+            if n_classes is None:
+                raise ValueError("wave mixup of class-index targets needs n_classes")
+            target = soft_targets(target, n_classes)
+        wave, target = wave_mixup(wave, target, fraction=config.wave_mixup,
+                                  alpha=config.wave_mixup_alpha, generator=generator)
+    return wave, target

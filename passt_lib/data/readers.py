@@ -1,0 +1,408 @@
+"""Readers for the audio layouts users already have.
+
+Every reader is a map-style ``torch.utils.data.Dataset`` whose items are
+``(waveform, target, name)``:
+
+- ``waveform``: float32 tensor (S,) at the configured sample rate, resampled
+  if the stored rate differs, zero-padded or cropped (from the start) to the
+  clip length;
+- ``target``: float32 multi-hot (C,) for ``task="multilabel"``, or an int64
+  scalar class index for ``task="singlelabel"`` (the first positive class);
+- ``name``: str.
+
+Layouts:
+
+- ``PasstHDF5Dataset`` (PaSST / EfficientAT ``*_mp3.hdf``): ``audio_name`` S20,
+  ``mp3`` variable-length uint8 (the raw bytes of an audio file, mp3 or any
+  format libsndfile reads), ``target`` uint8 ``np.packbits`` of a bool (N, C)
+  array, or a float/bool (N, C) array (e.g. OpenMIC).
+- ``PannsHDF5Dataset`` (PANNs): ``audio_name`` S20, ``waveform`` (N, S) int16 written
+  as x * 32767, ``target`` (N, C) bool, attribute ``sample_rate`` (assumed to be
+  the configured rate when missing).
+- ``FolderDataset``: a CSV with a header row and columns ``filename`` and
+  ``labels`` (the column name is configurable). ``filename`` is relative to the
+  CSV's folder (or absolute). ``labels`` holds ``;``-separated class names
+  (matched against the class CSV's ``display_name`` or ``mid``) or class indices.
+  Example::
+
+      filename,labels
+      clips/dog_01.wav,Dog;Bark
+      clips/street.flac,Traffic
+
+Error policy: a corrupt or unreadable entry raises ``ValueError`` naming the
+file and the index; with ``on_error="skip"`` it is replaced by the next
+readable entry, counted in ``dataset.skipped`` ({index: reason}) and logged as
+a warning (``dataset.skip_report()`` summarises). ``dataset.scan()`` checks
+every entry up front. HDF5 files are opened lazily, once per process, so
+DataLoader workers never share a handle.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+log = logging.getLogger("passt_lib.data")
+
+HOW_TO_GET = (
+    "build the embedded dataset with `passt-study data build`, or point the DataConfig at "
+    "existing files (e.g. DataConfig.audioset(root) for AudioSet in the PaSST mp3 HDF5 layout)"
+)
+
+
+def require_file(path: str | Path, what: str = "data file") -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {str(p)!r} does not exist; {HOW_TO_GET}")
+    return p
+
+
+def read_class_csv(path: str | Path) -> list[tuple[int, str, str]]:
+    """AudioSet-style class index CSV (header ``index,mid,display_name``)."""
+    p = require_file(path, "class CSV")
+    with open(p, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"index", "mid", "display_name"} <= set(rows[0]):
+        raise ValueError(f"class CSV {str(p)!r} needs columns index,mid,display_name")
+    out = [(int(r["index"]), r["mid"], r["display_name"]) for r in rows]
+    if [i for i, _, _ in out] != list(range(len(out))):
+        raise ValueError(f"class CSV {str(p)!r}: indices must be 0..{len(out) - 1} in order")
+    return out
+
+
+def fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    """Zero-pad at the end or crop from the start to exactly ``n`` samples."""
+    if len(x) >= n:
+        return x[:n]
+    return np.pad(x, (0, n - len(x)))
+
+
+def resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+    if sr == target_sr:
+        return x
+    y = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(x)), sr, target_sr)
+    return y.numpy()
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=1) if x.ndim == 2 else x
+
+
+class AudioDataset(torch.utils.data.Dataset):
+    """Shared logic: resampling, pad/crop, targets, error policy, decoded cache.
+
+    Subclasses implement ``__len__``, ``_read(i) -> (audio float32 (S,), sample_rate)``,
+    ``_target(i) -> float32 (C,)`` and ``_name(i) -> str``.
+    """
+
+    path: str
+
+    def __init__(self, path, *, sample_rate: int, clip_seconds: float, n_classes: int,
+                 task: str = "multilabel", on_error: str = "raise", cache: bool = False):
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"unknown on_error {on_error!r}; expected 'raise' or 'skip'")
+        if task not in ("multilabel", "singlelabel"):
+            raise ValueError(f"unknown task {task!r}; expected 'multilabel' or 'singlelabel'")
+        self.path = str(path)
+        self.sample_rate = sample_rate
+        self.n_samples = int(round(sample_rate * clip_seconds))
+        self.n_classes = n_classes
+        self.task = task
+        self.on_error = on_error
+        self.cache = cache
+        self._cache: dict[int, np.ndarray] = {}  # index -> int16 (S,) decoded, fitted
+        self.skipped: dict[int, str] = {}
+
+    # subclass API
+    def _read(self, i: int) -> tuple[np.ndarray, int]:
+        raise NotImplementedError
+
+    def _target(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _name(self, i: int) -> str:
+        raise NotImplementedError
+
+    def targets(self) -> np.ndarray:
+        """All targets as a float32 (N, C) multi-hot array (for samplers and priors)."""
+        return np.stack([self._target(i) for i in range(len(self))]) if len(self) else \
+            np.zeros((0, self.n_classes), np.float32)
+
+    def _waveform(self, i: int) -> np.ndarray:
+        if self.cache and i in self._cache:
+            return self._cache[i].astype(np.float32) / 32767.0
+        x, sr = self._read(i)
+        x = fit_length(resample(to_mono(np.asarray(x, dtype=np.float32)), sr, self.sample_rate),
+                       self.n_samples)
+        if self.cache:
+            self._cache[i] = np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+        return x
+
+    def _error(self, i: int, exc: Exception) -> str:
+        return f"{self.path} entry {i}: {type(exc).__name__}: {exc}"
+
+    def load(self, i: int):
+        """Item ``i`` without the skip policy: raises ValueError naming file and index."""
+        try:
+            x = self._waveform(i)
+            y = self._target(i)
+            name = self._name(i)
+        except (OSError, RuntimeError, ValueError, KeyError, sf.LibsndfileError) as exc:
+            raise ValueError(f"cannot read {self._error(i, exc)}") from exc
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"cannot read {self.path} entry {i}: non-finite samples")
+        wave = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if self.task == "singlelabel":
+            pos = np.flatnonzero(y > 0)
+            if len(pos) == 0:
+                raise ValueError(f"cannot read {self.path} entry {i}: no positive class for a "
+                                 f"single-label task")
+            return wave, torch.tensor(int(pos[0]), dtype=torch.int64), name
+        return wave, torch.from_numpy(np.asarray(y, dtype=np.float32)), name
+
+    def __getitem__(self, i: int):
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} entries in {self.path}")
+        i = i % n
+        for k in range(n):
+            j = (i + k) % n
+            try:
+                return self.load(j)
+            except ValueError as exc:
+                if self.on_error == "raise":
+                    raise
+                if j not in self.skipped:
+                    self.skipped[j] = str(exc)
+                    log.warning("skipped %s", exc)
+        raise ValueError(f"no readable entry in {self.path} ({n} entries, all skipped)")
+
+    def scan(self) -> dict[int, str]:
+        """Read every entry once; returns {index: reason} of the unreadable ones.
+
+        Under ``on_error="raise"`` the first bad entry raises.
+        """
+        bad = {}
+        for i in range(len(self)):
+            try:
+                self.load(i)
+            except ValueError as exc:
+                if self.on_error == "raise":
+                    raise
+                bad[i] = str(exc)
+                if i not in self.skipped:
+                    self.skipped[i] = str(exc)
+                    log.warning("skipped %s", exc)
+        return bad
+
+    def skip_report(self) -> str:
+        if not self.skipped:
+            return f"{self.path}: nothing skipped"
+        lines = [f"{self.path}: skipped {len(self.skipped)} of {len(self)} entries"]
+        lines += [f"  {i}: {why}" for i, why in sorted(self.skipped.items())]
+        return "\n".join(lines)
+
+
+class _HDF5Dataset(AudioDataset):
+    """Lazily opened HDF5 file, reopened after a fork (one handle per process)."""
+
+    def __init__(self, path, **kw):
+        require_file(path, "HDF5 file")
+        super().__init__(path, **kw)
+        self._h5 = None
+        self._pid = None
+        with h5py.File(self.path, "r") as f:
+            self._check_layout(f)
+            self._len = len(f["audio_name"])
+            self._targets_raw = f["target"][()]
+            self._names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n)
+                           for n in f["audio_name"][()]]
+        self._targets = self._decode_targets(self._targets_raw)
+
+    def _check_layout(self, f):
+        raise NotImplementedError
+
+    def _decode_targets(self, t: np.ndarray) -> np.ndarray:
+        c = self.n_classes
+        if t.ndim != 2:
+            raise ValueError(f"{self.path}: 'target' must be 2-D (N, C); got shape {t.shape}")
+        if t.dtype == np.uint8 and c and t.shape[1] == (c + 7) // 8 and t.shape[1] != c:
+            return np.unpackbits(t, axis=1, count=c).astype(np.float32)  # packed bits
+        if c and t.shape[1] != c:
+            raise ValueError(f"{self.path}: 'target' has {t.shape[1]} columns but the config "
+                             f"has {c} classes (packed targets need {(c + 7) // 8} bytes)")
+        if not c:
+            self.n_classes = t.shape[1]
+        return t.astype(np.float32)
+
+    @property
+    def h5(self) -> h5py.File:
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._h5
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_h5"] = None
+        return state
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _target(self, i: int) -> np.ndarray:
+        return self._targets[i]
+
+    def targets(self) -> np.ndarray:
+        return self._targets
+
+    def _name(self, i: int) -> str:
+        return self._names[i]
+
+
+class PasstHDF5Dataset(_HDF5Dataset):
+    """PaSST / AudioSet ``*_mp3.hdf``: ``audio_name``, ``mp3`` (vlen uint8), ``target``."""
+
+    def _check_layout(self, f):
+        missing = [k for k in ("audio_name", "mp3", "target") if k not in f]
+        if missing:
+            raise ValueError(f"{self.path} is not in the PaSST mp3 HDF5 layout: missing "
+                             f"{missing} (found {sorted(f)})")
+
+    def raw_bytes(self, i: int) -> bytes:
+        return np.asarray(self.h5["mp3"][i], dtype=np.uint8).tobytes()
+
+    def _read(self, i: int):
+        x, sr = sf.read(io.BytesIO(self.raw_bytes(i)), dtype="float32")
+        return x, sr
+
+
+class PannsHDF5Dataset(_HDF5Dataset):
+    """PANNs waveform HDF5: ``audio_name``, ``waveform`` int16 (N, S), ``target`` bool."""
+
+    def _check_layout(self, f):
+        missing = [k for k in ("audio_name", "waveform", "target") if k not in f]
+        if missing:
+            raise ValueError(f"{self.path} is not in the PANNs waveform HDF5 layout: missing "
+                             f"{missing} (found {sorted(f)})")
+        self._file_sr = int(f.attrs.get("sample_rate", self.sample_rate))
+
+    def _read(self, i: int):
+        w = self.h5["waveform"][i]
+        if w.dtype == np.int16:
+            x = w.astype(np.float32) / 32767.0
+        else:
+            x = w.astype(np.float32)
+        return x, self._file_sr
+
+
+class FolderDataset(AudioDataset):
+    """Audio files listed in a CSV (``filename`` + labels column); see the module doc."""
+
+    def __init__(self, csv_path, *, classes: list[str] | None = None,
+                 mids: list[str] | None = None, label_column: str = "labels", **kw):
+        p = require_file(csv_path, "label CSV")
+        with open(p, newline="") as f:
+            rows = list(csv.DictReader(f))
+        if rows and ("filename" not in rows[0] or label_column not in rows[0]):
+            raise ValueError(f"label CSV {str(p)!r} needs columns 'filename' and "
+                             f"{label_column!r}; found {list(rows[0])}")
+        self.root = p.parent
+        self.files = [r["filename"] for r in rows]
+        labels = [[s.strip() for s in (r[label_column] or "").split(";") if s.strip()]
+                  for r in rows]
+        if classes is None:
+            classes = folder_classes(csv_path, label_column)
+        lookup = {c: k for k, c in enumerate(classes)}
+        for k, m in enumerate(mids or []):
+            lookup.setdefault(m, k)
+        kw.setdefault("n_classes", len(classes))
+        super().__init__(p, **kw)
+        self.classes = list(classes)
+        self._targets = np.zeros((len(rows), self.n_classes), np.float32)
+        for i, labs in enumerate(labels):
+            for lab in labs:
+                if lab in lookup:
+                    k = lookup[lab]
+                elif lab.isdigit() and int(lab) < self.n_classes:
+                    k = int(lab)
+                else:
+                    raise ValueError(f"label CSV {str(p)!r} row {i + 2}: unknown label {lab!r}; "
+                                     f"expected one of {classes[:10]}{' ...' if len(classes) > 10 else ''}")
+                self._targets[i, k] = 1.0
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _file(self, i: int) -> Path:
+        f = Path(self.files[i])
+        return f if f.is_absolute() else self.root / f
+
+    def _read(self, i: int):
+        x, sr = sf.read(str(self._file(i)), dtype="float32")
+        return x, sr
+
+    def _error(self, i: int, exc: Exception) -> str:
+        return f"{self.path} entry {i} ({self._file(i)}): {type(exc).__name__}: {exc}"
+
+    def _target(self, i: int) -> np.ndarray:
+        return self._targets[i]
+
+    def targets(self) -> np.ndarray:
+        return self._targets
+
+    def _name(self, i: int) -> str:
+        return self.files[i]
+
+
+def folder_classes(csv_path, label_column: str = "labels") -> list[str]:
+    """Sorted unique label names in a folder-format CSV (when there is no class CSV)."""
+    with open(require_file(csv_path, "label CSV"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    return sorted({s.strip() for r in rows for s in (r.get(label_column) or "").split(";")
+                   if s.strip()})
+
+
+class ConcatAudioDataset(torch.utils.data.ConcatDataset):
+    """Several files of one layout read as one dataset (e.g. AudioSet balanced + unbalanced)."""
+
+    def targets(self) -> np.ndarray:
+        return np.concatenate([d.targets() for d in self.datasets])
+
+    @property
+    def skipped(self) -> dict[str, dict[int, str]]:
+        return {d.path: d.skipped for d in self.datasets}
+
+    def skip_report(self) -> str:
+        return "\n".join(d.skip_report() for d in self.datasets)
+
+
+READERS = {"passt-hdf5": PasstHDF5Dataset, "panns-hdf5": PannsHDF5Dataset}
+
+
+def open_dataset(config, path, *, classes=None, mids=None) -> AudioDataset:
+    """One dataset file described by ``config`` (a ``DataConfig``)."""
+    kw = dict(sample_rate=config.sample_rate, clip_seconds=config.clip_seconds,
+              n_classes=config.n_classes, task=config.task, on_error=config.on_error,
+              cache=config.cache)
+    if config.format == "folder":
+        if config.n_classes and classes is not None and len(classes) != config.n_classes:
+            raise ValueError(f"class CSV has {len(classes)} classes but the config says "
+                             f"{config.n_classes}")
+        kw["n_classes"] = config.n_classes or (len(classes) if classes else 0) or \
+            len(folder_classes(path, config.label_column))
+        return FolderDataset(path, classes=classes, mids=mids, label_column=config.label_column,
+                             **kw)
+    if config.format not in READERS:
+        raise ValueError(f"unknown data format {config.format!r}; expected one of "
+                         f"{(*READERS, 'folder')}")
+    return READERS[config.format](path, **kw)
