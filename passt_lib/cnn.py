@@ -47,6 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
+from passt_lib.frontend import MelConfig
 from passt_lib.registry import register_model
 
 EXTRACTOR_PREFIXES = ("spectrogram_extractor.", "logmel_extractor.")
@@ -207,12 +208,11 @@ class PANNsCNN(nn.Module):
         self.register_load_state_dict_pre_hook(_drop_extractor_keys)
 
     @property
-    def mel_config(self):
-        from passt_lib.frontend import MelConfig
-
+    def mel_config(self) -> MelConfig:
+        """The authors' torchlibrosa front-end (``MelConfig.preset("panns")``) at this config."""
         c = self.config
-        return MelConfig(
-            sample_rate=c.sample_rate, n_mels=c.input_fdim, n_fft=c.n_fft,
+        return MelConfig.preset(
+            "panns", sample_rate=c.sample_rate, n_mels=c.input_fdim, n_fft=c.n_fft,
             win_length=c.win_length, hop_length=c.hop_length, fmin=c.fmin, fmax=c.fmax,
         )
 

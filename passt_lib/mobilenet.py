@@ -30,6 +30,7 @@ import torch.nn as nn
 from torchvision.ops.misc import Conv2dNormActivation
 
 from passt_lib.cnn import mel_batch, replace_config
+from passt_lib.frontend import MelConfig
 from passt_lib.registry import register_model
 
 # MobileNetV3-Large: (in, kernel, expanded, out, squeeze-excitation, hardswish, stride)
@@ -183,12 +184,11 @@ class MobileNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     @property
-    def mel_config(self):
-        from passt_lib.frontend import MelConfig
-
+    def mel_config(self) -> MelConfig:
+        """EfficientAT's front-end (``MelConfig.preset("efficientat")``) at this config."""
         c = self.config
-        return MelConfig(
-            sample_rate=c.sample_rate, n_mels=c.input_fdim, n_fft=c.n_fft,
+        return MelConfig.preset(
+            "efficientat", sample_rate=c.sample_rate, n_mels=c.input_fdim, n_fft=c.n_fft,
             win_length=c.win_length, hop_length=c.hop_length, freqm=c.freqm, timem=c.timem,
         )
 
