@@ -322,6 +322,8 @@ class MelFrontend(nn.Module):
                 hint = "; for mono (B, 1, S) use wave.squeeze(1)"
             raise ValueError(
                 f"expected a waveform of shape (B, S), got shape {tuple(wave.shape)}{hint}")
+        if wave.shape[0] == 0:
+            raise ValueError(f"expected at least one clip, got an empty batch {tuple(wave.shape)}")
         if wave.shape[1] < min_samples(c):
             raise ValueError(
                 f"waveform of {wave.shape[1]} samples is too short: the front-end needs at "

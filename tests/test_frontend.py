@@ -176,6 +176,7 @@ def test_silence_is_valid():
         (torch.zeros(SR), r"\(B, S\).*unsqueeze"),
         (torch.zeros(2, 1, SR), r"\(B, S\).*squeeze"),
         (torch.zeros(2, 100), "too short"),
+        (torch.zeros(0, SR), "empty batch"),
     ],
 )
 def test_bad_input_errors(wave, match):
