@@ -1,0 +1,214 @@
+"""Checkpoints: reference PaSST weights and ImageNet (DeiT) initialisation.
+
+Converters are pure ``state_dict -> state_dict`` functions; loaders build the
+model and load strictly. A missing or unexpected key is an error listing them.
+
+- :func:`load_reference_checkpoint`: the authors' PaSST repository and
+  ``hear21passt`` layout, with or without Lightning prefixes (``net.``,
+  ``net_swa.``). Width, depth, heads and classes come from the tensors.
+- :func:`convert_deit_state_dict`: timm ``deit_*_distilled_patch16_*`` to
+  PaSST (disentangled encodings) or AST (flat encoding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from passt_lib.model import PaSST, PaSSTConfig
+
+PREFIXES = ("net.", "net_swa.")
+# Present in reference checkpoints but unused by the reference's forward.
+IGNORED_REFERENCE_KEYS = ("head_dist.weight", "head_dist.bias")
+DEIT_NAME = "deit_base_distilled_patch16_384"
+
+
+def _check_keys(got: set[str], expected: set[str], what: str, allow_missing: set[str] = frozenset()):
+    missing = sorted(expected - got - allow_missing)
+    unexpected = sorted(got - expected)
+    if missing or unexpected:
+        raise ValueError(f"{what}: missing keys {missing}; unexpected keys {unexpected}")
+
+
+def _read(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if isinstance(source, (str, os.PathLike)):
+        if not os.path.exists(source):
+            raise FileNotFoundError(f"checkpoint {os.fspath(source)!r} does not exist")
+        source = torch.load(source, map_location="cpu", weights_only=True)
+    if not isinstance(source, Mapping):
+        raise ValueError(f"expected a state dict or a path, got {type(source).__name__}")
+    for wrapper in ("state_dict", "model"):  # Lightning / DeiT checkpoint wrappers
+        if wrapper in source and isinstance(source[wrapper], Mapping):
+            source = source[wrapper]
+    return dict(source)
+
+
+def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefer: str = "net") -> dict:
+    """Keep the keys of one Lightning sub-module (``net.`` or ``net_swa.``), prefix removed.
+
+    Without any such prefix the state dict is returned unchanged. With both,
+    ``prefer`` ("net" or "net_swa") picks one; with only one, that one is used.
+    """
+    if prefer not in ("net", "net_swa"):
+        raise ValueError(f"prefer must be 'net' or 'net_swa', got {prefer!r}")
+    present = [p for p in PREFIXES if any(k.startswith(p) for k in state_dict)]
+    if not present:
+        return dict(state_dict)
+    prefix = prefer + "." if prefer + "." in present else present[0]
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor], *, fstride: int, tstride: int,
+                 input_tdim: int, input_fdim: int = 128, num_heads: int | None = None,
+                 **overrides) -> PaSSTConfig:
+    """A PaSSTConfig matching the tensors of a reference-layout state dict."""
+    for key in ("cls_token", "patch_embed.proj.weight", "head.1.weight", "blocks.0.mlp.fc1.weight"):
+        if key not in state_dict:
+            raise ValueError(f"not a PaSST state dict: key {key!r} is missing; "
+                             f"it has {sorted(state_dict)[:20]}...")
+    d = state_dict["cls_token"].shape[-1]
+    depth = 1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("blocks."))
+    patch = state_dict["patch_embed.proj.weight"].shape[-1]
+    flat = "pos_embed" in state_dict
+    cfg = PaSSTConfig(
+        embed_dim=d,
+        depth=depth,
+        num_heads=num_heads or max(1, d // 64),  # ViT/DeiT convention: 64-dim heads
+        mlp_ratio=state_dict["blocks.0.mlp.fc1.weight"].shape[0] / d,
+        qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
+        patch_size=patch,
+        fstride=fstride,
+        tstride=tstride,
+        input_fdim=input_fdim,
+        input_tdim=input_tdim,
+        n_classes=state_dict["head.1.weight"].shape[0],
+        pos_embed="flat" if flat else "disentangled",
+    )
+    f, t = cfg.grid
+    if flat:
+        n = state_dict["pos_embed"].shape[1]
+        if n != f * t:
+            raise ValueError(f"pos_embed has {n} positions but {input_fdim}x{input_tdim} at stride "
+                             f"({fstride}, {tstride}) gives a {f}x{t} = {f * t} grid")
+    else:
+        f_ck = state_dict["freq_new_pos_embed"].shape[2]
+        t_ck = state_dict["time_new_pos_embed"].shape[3]
+        if (f_ck, t_ck) != (f, t):
+            raise ValueError(
+                f"the checkpoint's encodings are for a {f_ck}x{t_ck} patch grid but "
+                f"{input_fdim}x{input_tdim} at stride ({fstride}, {tstride}) gives {f}x{t}; "
+                "pass the fstride/tstride/input_tdim it was trained with")
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def load_reference_checkpoint(
+    source: str | os.PathLike | Mapping[str, torch.Tensor],
+    *,
+    fstride: int,
+    tstride: int,
+    input_tdim: int,
+    input_fdim: int = 128,
+    prefer: str = "net",
+    num_heads: int | None = None,
+    **overrides,
+) -> PaSST:
+    """Build a PaSST from reference weights (a path or a state dict), loaded strictly.
+
+    ``overrides`` go to the config (e.g. patchout amounts for fine-tuning).
+    """
+    sd = strip_prefixes(_read(source), prefer=prefer)
+    sd = {k: v for k, v in sd.items() if k not in IGNORED_REFERENCE_KEYS}
+    cfg = infer_config(sd, fstride=fstride, tstride=tstride, input_tdim=input_tdim,
+                       input_fdim=input_fdim, num_heads=num_heads, **overrides)
+    model = PaSST(cfg)
+    _check_keys(set(sd), set(model.state_dict()), "reference checkpoint does not fit PaSST")
+    model.load_state_dict(sd)
+    return model
+
+
+def convert_deit_state_dict(state_dict: Mapping[str, torch.Tensor], config: PaSSTConfig) -> dict:
+    """Map a timm distilled DeiT state dict onto ``config`` (PaSST or AST).
+
+    - patch embedding: the RGB kernels are summed into one input channel;
+    - position grid: split off the two token encodings, resize the square grid
+      bicubically to the model's (F, T); PaSST takes the mean over time as the
+      frequency encoding and the mean over frequency as the time encoding, AST
+      keeps the flattened grid;
+    - the ImageNet heads are dropped (the audio head keeps its initialisation);
+    - with ``config.block_selection``, only those blocks are kept, renumbered.
+    """
+    sd = dict(state_dict)
+    for key in ("cls_token", "dist_token", "pos_embed", "patch_embed.proj.weight"):
+        if key not in sd:
+            raise ValueError(f"not a distilled DeiT state dict: key {key!r} is missing")
+    d = sd["cls_token"].shape[-1]
+    if d != config.embed_dim:
+        raise ValueError(f"DeiT width {d} does not match the model's embed_dim {config.embed_dim}")
+    src_depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+    selection = config.block_selection or tuple(range(config.depth))
+    if config.depth != src_depth:
+        raise ValueError(f"DeiT has {src_depth} blocks but the config has depth {config.depth}")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if k.startswith(("head.", "head_dist.", "pos_embed", "cls_token", "dist_token",
+                         "patch_embed.")):
+            continue
+        if k.startswith("blocks."):
+            _, i, rest = k.split(".", 2)
+            if int(i) in selection:
+                out[f"blocks.{selection.index(int(i))}.{rest}"] = v
+            continue
+        out[k] = v
+    w = sd["patch_embed.proj.weight"]  # (D, 3, p, p)
+    out["patch_embed.proj.weight"] = w.float().sum(dim=1, keepdim=True).to(w.dtype)  # (D, 1, p, p)
+    out["patch_embed.proj.bias"] = sd["patch_embed.proj.bias"]
+    out["cls_token"], out["dist_token"] = sd["cls_token"], sd["dist_token"]
+    pos = sd["pos_embed"]  # (1, 2 + S*S, D)
+    out["new_pos_embed"] = pos[:, :2]  # (1, 2, D)
+    n = pos.shape[1] - 2
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"DeiT position grid of {n} entries is not square")
+    grid = pos[:, 2:].reshape(1, side, side, d).permute(0, 3, 1, 2)  # (1, D, S, S)
+    grid = F.interpolate(grid.float(), size=config.grid, mode="bicubic", align_corners=False)
+    grid = grid.to(pos.dtype)  # (1, D, F, T)
+    if config.pos_embed == "disentangled":
+        out["freq_new_pos_embed"] = grid.mean(dim=3, keepdim=True)  # (1, D, F, 1)
+        out["time_new_pos_embed"] = grid.mean(dim=2, keepdim=True)  # (1, D, 1, T)
+    else:
+        out["pos_embed"] = grid.flatten(2).transpose(1, 2).contiguous()  # (1, F * T, D)
+    return out
+
+
+def load_deit_into(model: PaSST, state_dict: Mapping[str, torch.Tensor]) -> PaSST:
+    """Load a converted DeiT state dict into ``model``; only the audio head stays as it was."""
+    converted = convert_deit_state_dict(state_dict, model.config)
+    head = {k for k in model.state_dict() if k.startswith("head.")}
+    _check_keys(set(converted), set(model.state_dict()), "converted DeiT weights do not fit",
+                allow_missing=head)
+    model.load_state_dict(converted, strict=False)
+    return model
+
+
+def load_pretrained(model: PaSST, pretrained: str) -> PaSST:
+    """``pretrained="imagenet"``: DeiT-B/16-384 weights through timm (needs the network)."""
+    if pretrained != "imagenet":
+        raise ValueError(f"unknown pretrained weights {pretrained!r}; expected 'imagenet' "
+                         "(reference checkpoints load with load_reference_checkpoint)")
+    if model.config.embed_dim != 768:
+        raise ValueError(f"ImageNet weights are {DEIT_NAME} (width 768, depth 12); "
+                         f"the model has embed_dim {model.config.embed_dim}; use width='base'")
+    import timm
+
+    try:
+        deit = timm.create_model(DEIT_NAME, pretrained=True)
+    except Exception as e:  # network or hub errors surface with their cause
+        raise RuntimeError(
+            f"could not download the ImageNet weights {DEIT_NAME!r} through timm "
+            f"(offline?): {type(e).__name__}: {e}") from e
+    return load_deit_into(model, deit.state_dict())

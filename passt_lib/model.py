@@ -1,0 +1,423 @@
+"""PaSST and AST: one transformer core for spectrograms.
+
+The input (B, 1, F_in, T_in) mel spectrogram goes through
+
+1. an overlapping patch embedding (Conv2d, kernel 16, stride (fstride, tstride))
+   giving the (B, D, F, T) patch grid;
+2. positional encodings added ON THE GRID: disentangled frequency (1, D, F, 1)
+   plus time (1, D, 1, T) encodings (PaSST), or one flattened 2-D encoding
+   kept as (1, F * T, D) and viewed as (1, D, F, T) (AST);
+3. patchout (training only, see ``passt_lib.patchout``), then flattening;
+4. class and distillation tokens with their own (1, 2, D) encoding;
+5. pre-norm transformer blocks (fused qkv, ``scaled_dot_product_attention``);
+6. final LayerNorm, the mean of the two special tokens = the embedding,
+   then LayerNorm + Linear = the logits.
+
+State-dict keys follow the reference layout (``patch_embed.proj``,
+``freq_new_pos_embed``, ``time_new_pos_embed``, ``new_pos_embed``,
+``cls_token``, ``dist_token``, ``blocks.N...``, ``norm``, ``head.0``,
+``head.1``), so reference checkpoints load after stripping Lightning prefixes
+(``passt_lib.checkpoints``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath
+
+from passt_lib.grid import patch_grid
+from passt_lib.patchout import MODES as PATCHOUT_MODES
+from passt_lib.patchout import Patchout
+from passt_lib.registry import register_model
+
+POS_EMBEDS = ("disentangled", "flat")
+
+# name -> (embed_dim, depth, num_heads)
+WIDTHS: dict[str, tuple[int, int, int]] = {
+    "base": (768, 12, 12),
+    "small": (384, 12, 6),
+    "tiny": (192, 12, 3),
+}
+
+# Architecture presets; amounts of patchout are on the paper's 128 x 998 input.
+# "_every" marks the reference's block selection (PaSST-L): keep blocks
+# [0, 1, 1 + k, 1 + 2k, ..., last].
+PRESETS: dict[str, dict] = {
+    "passt-s": dict(fstride=10, tstride=10, s_patchout_t=40, s_patchout_f=4),
+    "passt-s-n": dict(fstride=16, tstride=16, s_patchout_t=20, s_patchout_f=1),
+    "passt-s-14": dict(fstride=14, tstride=14, s_patchout_t=30, s_patchout_f=3),
+    "passt-u": dict(fstride=10, tstride=10, u_patchout=400),
+    "passt-b": dict(fstride=10, tstride=10),
+    "passt-s-l": dict(fstride=10, tstride=10, s_patchout_t=40, s_patchout_f=4, _every=2),
+    "ast": dict(fstride=10, tstride=10, pos_embed="flat"),
+    "ast-n": dict(fstride=16, tstride=16, pos_embed="flat"),
+}
+
+
+def select_blocks(depth: int, every: int) -> tuple[int, ...]:
+    """The reference's depth reduction: blocks [0] + [1 : depth - 1 : every] + [depth - 1].
+
+    For depth 12 and every 2 this keeps (0, 1, 3, 5, 7, 9, 11): PaSST-L's 7 blocks.
+    """
+    if depth < 1 or every < 1:
+        raise ValueError(f"need depth >= 1 and every >= 1, got depth={depth}, every={every}")
+    return tuple(sorted({0, *range(1, depth - 1, every), depth - 1}))
+
+
+@dataclass(frozen=True)
+class PaSSTConfig:
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    patch_size: int = 16
+    fstride: int = 10
+    tstride: int = 10
+    input_fdim: int = 128
+    input_tdim: int = 998
+    n_classes: int = 527
+    pos_embed: str = "disentangled"  # "disentangled" (PaSST) or "flat" (AST)
+    s_patchout_t: int = 0
+    s_patchout_f: int = 0
+    u_patchout: int = 0
+    patchout_mode: str = "batch"  # "batch" (reference) or "sample"
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    # Blocks of a ``depth``-deep model that are kept (PaSST-L); None keeps all.
+    block_selection: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.pos_embed not in POS_EMBEDS:
+            raise ValueError(f"unknown pos_embed {self.pos_embed!r}; expected one of {POS_EMBEDS}")
+        if self.patchout_mode not in PATCHOUT_MODES:
+            raise ValueError(
+                f"unknown patchout_mode {self.patchout_mode!r}; expected one of {PATCHOUT_MODES}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.depth < 1 or self.n_classes < 1:
+            raise ValueError(f"need depth >= 1 and n_classes >= 1, got {self.depth}, {self.n_classes}")
+        f, t = self.grid  # raises if the input is smaller than one patch
+        if self.s_patchout_f >= f or self.s_patchout_t >= t:
+            raise ValueError(
+                f"patchout drops s_patchout_f={self.s_patchout_f} of {f} frequency rows and "
+                f"s_patchout_t={self.s_patchout_t} of {t} time columns; at least one of each must stay")
+        left = (f - self.s_patchout_f) * (t - self.s_patchout_t)
+        if self.u_patchout >= left:
+            raise ValueError(
+                f"u_patchout={self.u_patchout} but only {left} patches are left after structured "
+                "patchout; at least one must stay")
+        if min(self.s_patchout_t, self.s_patchout_f, self.u_patchout) < 0:
+            raise ValueError("patchout amounts must be >= 0")
+        if self.block_selection is not None:
+            sel = tuple(self.block_selection)
+            if not sel or list(sel) != sorted(set(sel)) or sel[0] < 0 or sel[-1] >= self.depth:
+                raise ValueError(
+                    f"block_selection must be increasing indices in [0, {self.depth}), got {sel}")
+            object.__setattr__(self, "block_selection", sel)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(F, T) patch grid of the trained input size."""
+        return patch_grid(self.input_fdim, self.input_tdim,
+                          (self.patch_size, self.patch_size), (self.fstride, self.tstride))
+
+    @property
+    def n_blocks(self) -> int:
+        """Blocks actually built (``depth``, or fewer with a block selection)."""
+        return self.depth if self.block_selection is None else len(self.block_selection)
+
+    @classmethod
+    def preset(cls, name: str, width: str | None = None, **overrides) -> PaSSTConfig:
+        """A named architecture at a width ("base", "small", "tiny"); keyword overrides win."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown PaSST preset {name!r}; known presets: {', '.join(PRESETS)}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(
+                f"unknown PaSSTConfig field(s) {unknown}; known fields: {', '.join(sorted(fields))}")
+        values = {k: v for k, v in PRESETS[name].items() if not k.startswith("_")}
+        if width is not None:
+            if width not in WIDTHS:
+                raise ValueError(f"unknown width {width!r}; known widths: {', '.join(WIDTHS)}")
+            values.update(zip(("embed_dim", "depth", "num_heads"), WIDTHS[width]))
+        # None means "keep the preset's value" (e.g. a scale without its own depth).
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        every = PRESETS[name].get("_every")
+        if every is not None and "block_selection" not in overrides:
+            values["block_selection"] = select_blocks(values.get("depth", cls.depth), every)
+        return cls(**values)
+
+
+class PatchEmbed(nn.Module):
+    """Overlapping patches: Conv2d(1, D, patch, stride) -> (B, D, F, T)."""
+
+    def __init__(self, patch_size: int, stride: tuple[int, int], embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)  # (B, 1, F_in, T_in) -> (B, D, F, T)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads)  # (B, N, 3, H, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, N, hd)
+        x = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0)  # (B, H, N, hd)
+        x = x.transpose(1, 2).reshape(b, n, d)  # (B, N, D)
+        return self.proj_drop(self.proj(x))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,
+                 drop: float, attn_drop: float, drop_path: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+@dataclass
+class LongPrediction:
+    """Sliding-window output of :meth:`PaSST.predict_long`."""
+
+    logits: torch.Tensor  # (B, W, C) per window
+    start_frames: torch.Tensor  # (W,) int64
+    end_frames: torch.Tensor  # (W,) int64, exclusive, clipped to the input length
+    start_seconds: torch.Tensor  # (W,) float
+    end_seconds: torch.Tensor  # (W,) float
+    clip_logits: torch.Tensor  # (B, C): mean over windows
+
+
+class PaSST(nn.Module):
+    def __init__(self, config: PaSSTConfig | None = None, **overrides) -> None:
+        super().__init__()
+        config = config or PaSSTConfig()
+        if overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = c = config
+        d = c.embed_dim
+        f, t = c.grid
+        self.n_classes = c.n_classes
+        self.patch_embed = PatchEmbed(c.patch_size, (c.fstride, c.tstride), d)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.new_pos_embed = nn.Parameter(torch.zeros(1, 2, d))  # for the two special tokens
+        if c.pos_embed == "disentangled":
+            self.freq_new_pos_embed = nn.Parameter(torch.zeros(1, d, f, 1))
+            self.time_new_pos_embed = nn.Parameter(torch.zeros(1, d, 1, t))
+        else:
+            self.pos_embed = nn.Parameter(torch.zeros(1, f * t, d))
+        self.patchout = Patchout(c.s_patchout_t, c.s_patchout_f, c.u_patchout, c.patchout_mode)
+        self.pos_drop = nn.Dropout(c.drop_rate)
+        dpr = torch.linspace(0, c.drop_path_rate, c.n_blocks).tolist()  # stochastic depth
+        self.blocks = nn.Sequential(*[
+            Block(d, c.num_heads, c.mlp_ratio, c.qkv_bias, c.drop_rate, c.attn_drop_rate, dpr[i])
+            for i in range(c.n_blocks)
+        ])
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+        self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, c.n_classes))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for p in self.pos_params() + [self.cls_token, self.dist_token]:
+            nn.init.trunc_normal_(p, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def pos_params(self) -> list[nn.Parameter]:
+        if self.config.pos_embed == "disentangled":
+            return [self.new_pos_embed, self.freq_new_pos_embed, self.time_new_pos_embed]
+        return [self.new_pos_embed, self.pos_embed]
+
+    def no_weight_decay(self) -> set[str]:
+        names = {"new_pos_embed", "cls_token", "dist_token"}
+        if self.config.pos_embed == "disentangled":
+            return names | {"freq_new_pos_embed", "time_new_pos_embed"}
+        return names | {"pos_embed"}
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.config.grid
+
+    @property
+    def mel_config(self):
+        """The front-end this model expects (``passt_lib.frontend.MelConfig``)."""
+        from passt_lib.frontend import MelConfig
+
+        return MelConfig(n_mels=self.config.input_fdim)
+
+    def n_tokens(self, training: bool) -> int:
+        """Sequence length in the blocks: patches left after patchout + 2 special tokens."""
+        f, t = self.grid
+        return self.patchout.n_kept(f, t, training) + 2
+
+    # -- forward ----------------------------------------------------------------------------
+    def _check_input(self, mel: torch.Tensor) -> torch.Tensor:
+        if mel.dim() == 3:
+            mel = mel.unsqueeze(1)  # (B, F_in, T_in) -> (B, 1, F_in, T_in)
+        if mel.dim() != 4 or mel.shape[1] != 1:
+            raise ValueError(
+                f"expected a mel spectrogram (B, 1, F, T) or (B, F, T), got shape {tuple(mel.shape)}")
+        c = self.config
+        if mel.shape[2] != c.input_fdim:
+            raise ValueError(
+                f"got {mel.shape[2]} mel bins but the model expects {c.input_fdim} "
+                f"(a grid of {self.grid[0]} frequency patches); compute the mel spectrogram with "
+                f"n_mels={c.input_fdim}")
+        if mel.shape[3] > c.input_tdim:
+            raise ValueError(
+                f"got {mel.shape[3]} frames but the model was built for at most {c.input_tdim}; "
+                "use model.predict_long(mel, hop_frames=...) for longer input")
+        return mel
+
+    def _token_pos_embed(self, t: int) -> torch.Tensor:
+        """Positional encoding of the flattened (F, t) grid, token-major: (1, F * t, D)."""
+        f, t_full = self.grid
+        start = 0
+        if t < t_full and self.training:
+            start = int(torch.randint(0, t_full - t + 1, (1,), generator=self.patchout.generator))
+        if self.config.pos_embed == "disentangled":
+            freq = self.freq_new_pos_embed.permute(0, 2, 3, 1)  # (1, D, F, 1) -> (1, F, 1, D)
+            time = self.time_new_pos_embed[..., start:start + t].permute(0, 2, 3, 1)  # (1, 1, t, D)
+            return (freq + time).view(1, f * t, -1)  # (1, F * t, D)
+        pos = self.pos_embed.view(1, f, t_full, -1)[:, :, start:start + t]  # (1, F, t, D)
+        return pos.reshape(1, f * t, -1)  # (1, F * t, D)
+
+    def _encode(self, mel: torch.Tensor) -> torch.Tensor:
+        """Tokens after the blocks, before the final norm: (B, 2 + N, D), special tokens first."""
+        x = self.patch_embed(self._check_input(mel))  # (B, D, F, T)
+        b, _, f, t = x.shape
+        x = x.flatten(2).transpose(1, 2)  # (B, D, F, T) -> (B, F * T, D), a view
+        # Encodings belong to the grid; adding them after selecting the kept patches
+        # is the same sum, computed only where patches survive.
+        keep = self.patchout.indices(f, t, b, x.device)
+        x = self.patchout(x, keep) + self.patchout(self._token_pos_embed(t), keep)  # (B, N, D)
+        special = torch.cat([self.cls_token, self.dist_token], dim=1) + self.new_pos_embed  # (1, 2, D)
+        x = torch.cat([special.expand(b, -1, -1), x], dim=1)  # (B, 2 + N, D)
+        return self.blocks(self.pos_drop(x))
+
+    def forward_tokens(self, mel: torch.Tensor) -> torch.Tensor:
+        """All output tokens after the final norm: (B, 2 + N, D), the two special tokens first."""
+        return self.norm(self._encode(mel))
+
+    def forward_features(self, mel: torch.Tensor) -> torch.Tensor:
+        """Embedding (B, D): mean of the class and distillation token outputs."""
+        x = self.norm(self._encode(mel)[:, :2])  # (B, 2, D): LayerNorm is per token
+        return x.mean(dim=1)  # (B, D)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)  # (B, C)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(mel))
+
+    @torch.no_grad()
+    def predict_long(
+        self,
+        mel: torch.Tensor,
+        hop_frames: int | None = None,
+        *,
+        pad_value: float | None = None,
+        batch_size: int = 16,
+    ) -> LongPrediction:
+        """Slide windows of the trained length over a long (B, 1, F, T) or (B, F, T) input.
+
+        ``hop_frames`` defaults to a quarter of the window (2.5 s of a 10 s model).
+        The last window is padded with ``pad_value`` (default: each input's minimum,
+        i.e. its quietest bin) when the input does not end on a window boundary.
+        Input no longer than one window gives a single (unpadded) window.
+        """
+        if mel.dim() == 3:
+            mel = mel.unsqueeze(1)  # (B, F_in, T_in) -> (B, 1, F_in, T_in)
+        self._check_input(mel[..., : self.config.input_tdim])
+        window = self.config.input_tdim
+        hop = window // 4 if hop_frames is None else hop_frames
+        if hop < 1:
+            raise ValueError(f"hop_frames must be >= 1, got {hop}")
+        b, _, f, t_in = mel.shape
+        if t_in <= window:
+            n_win, padded = 1, mel
+            window = t_in
+        else:
+            n_win = math.ceil((t_in - window) / hop) + 1
+            pad = (n_win - 1) * hop + window - t_in
+            if pad:
+                fill = (mel.amin(dim=(1, 2, 3), keepdim=True) if pad_value is None
+                        else torch.full((b, 1, 1, 1), pad_value, dtype=mel.dtype, device=mel.device))
+                mel = torch.cat([mel, fill.expand(b, 1, f, pad)], dim=3)  # (B, 1, F, T')
+            padded = mel
+        windows = padded.unfold(3, window, hop)  # (B, 1, F, W, window)
+        windows = windows.permute(0, 3, 1, 2, 4).reshape(b * n_win, 1, f, window)  # (B*W, 1, F, t)
+        logits = torch.cat([self(chunk) for chunk in windows.split(batch_size)])  # (B*W, C)
+        logits = logits.view(b, n_win, -1)  # (B, W, C)
+        starts = torch.arange(n_win) * hop
+        ends = (starts + window).clamp(max=t_in)
+        mc = self.mel_config
+        sec = mc.hop_length / mc.sample_rate
+        return LongPrediction(logits, starts, ends, starts * sec, ends * sec, logits.mean(dim=1))
+
+
+def _factory(name: str):
+    def build(pretrained: str | None = None, width: str | None = None, **overrides) -> PaSST:
+        model = PaSST(PaSSTConfig.preset(name, width=width, **overrides))
+        if pretrained is not None:
+            from passt_lib.checkpoints import load_pretrained
+
+            load_pretrained(model, pretrained)
+        return model
+
+    build.__name__ = f"build_{name.replace('-', '_')}"
+    build.__doc__ = f"Build the {name!r} preset; keyword overrides go to PaSSTConfig.preset."
+    return build
+
+
+for _name in PRESETS:
+    register_model(_name)(_factory(_name))
