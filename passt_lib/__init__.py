@@ -1,6 +1,33 @@
-"""passt_lib: PaSST, patchout and coarse-to-fine training, small enough to read."""
+"""passt_lib: PaSST, patchout and coarse-to-fine training, small enough to read.
 
-from passt_lib.registry import create_model, list_models, register_model
+Public names are imported lazily, so that ``python -m passt_lib.<module>`` and
+``passt-study --help`` start without importing torch.
+"""
 
-__all__ = ["create_model", "list_models", "register_model"]
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "create_model": "passt_lib.registry",
+    "list_models": "passt_lib.registry",
+    "register_model": "passt_lib.registry",
+    "PaSST": "passt_lib.model",
+    "PaSSTConfig": "passt_lib.model",
+    "MelConfig": "passt_lib.frontend",
+    "MelFrontend": "passt_lib.frontend",
+    "load_audio": "passt_lib.frontend",
+    "TrainConfig": "passt_lib.train",
+    "train": "passt_lib.train",
+    "get_scale": "passt_lib.scales",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'passt_lib' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
