@@ -256,3 +256,51 @@ def test_efficientat_layout_state_dict_loads():
     mel = tiny_mel()
     with torch.no_grad():
         torch.testing.assert_close(target(mel), source(mel), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ cost and augmentation
+
+
+def macs_per_clip(name: str, n_mels: int, n_frames: int) -> float:
+    """Multiply-accumulates of one eval forward, counted on the meta device (no compute)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = create_model(name).eval()
+        mel = torch.zeros(1, 1, n_mels, n_frames)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(mel)
+    return counter.get_total_flops() / 2
+
+
+@pytest.mark.parametrize("name,gmacs", [("mn04", 0.11), ("mn10", 0.54), ("mn20", 2.06),
+                                        ("mn40", 8.03)])
+def test_mobilenet_macs_match_efficientat(name, gmacs):
+    # EfficientAT's table: MACs per 10 s clip (128 mel bins x 1000 frames).
+    assert abs(macs_per_clip(name, 128, 1000) / (gmacs * 1e9) - 1) < 0.02
+
+
+def test_cnn14_macs_match_panns():
+    # PANNs reports 42.2 G "mult-adds" (= 21.1 G MACs) for 10 s, counting its STFT
+    # (a conv1d: frames x 513 bins x (real, imag) x 1024 taps) and mel matrix too.
+    frames = 1001
+    front_end = frames * 513 * 2 * 1024 + frames * 513 * 64
+    total = macs_per_clip("cnn14", 64, frames) + front_end
+    assert abs(total / 21.1e9 - 1) < 0.01, total
+
+
+def test_spec_augment_drops_narrow_stripes_per_sample():
+    from passt_lib.cnn import spec_augment
+
+    config = CNNConfig.preset("cnn10")
+    torch.manual_seed(0)
+    x = torch.ones(16, 1, 300, 64)  # (B, 1, T, F), the layout the network works in
+    y = spec_augment(x, config)
+    zero_frames = (y == 0).all(dim=3).sum(dim=(1, 2))  # (B,) fully masked time frames
+    zero_bins = (y == 0).all(dim=2).sum(dim=(1, 2))  # (B,) fully masked mel bins
+    assert (zero_frames <= config.time_stripes * (config.time_drop_width - 1)).all()
+    assert (zero_bins <= config.freq_stripes * (config.freq_drop_width - 1)).all()
+    assert zero_frames.sum() > 0 and zero_bins.sum() > 0
+    assert len(set(zero_frames.tolist())) > 1  # drawn per sample, not once per batch
+    assert ((y == 0) | (y == 1)).all()
