@@ -26,7 +26,7 @@ patchout in the compressed phase. An amount that would drop every patch of the
 compressed grid is an error naming the method and k, never silently clipped.
 
 Weight transfer: the PaSST time encoding (1, D, 1, T) is linearly
-interpolated to the new T (antialiased when shrinking); the frequency
+interpolated to the new T; the frequency
 encoding is untouched. AST's flat encoding (1, F * T, D) is resampled
 bilinearly as a 2-D (F, T) grid whose shape is given explicitly, never
 inferred from a square root. Going back to full resolution (the last phase)
@@ -294,7 +294,10 @@ def frame_shift_mel_config(mel_config, factor: int):
 def resample_time_pos_embed(pos: torch.Tensor, new_t: int) -> torch.Tensor:
     """Linearly interpolate a (1, D, 1, T) time encoding to (1, D, 1, new_t).
 
-    Antialiased when shrinking (each new position averages the span it covers).
+    Plain linear interpolation at cell centres (``align_corners=False``), as
+    the paper and the reference AST / PaSST code resize encodings; no
+    antialiasing, so up- then down-sampling returns the encoding (up to the
+    interpolation error of a smooth curve) instead of a blurred copy.
     """
     if pos.dim() != 4 or pos.shape[2] != 1:
         raise ValueError(f"expected a (1, D, 1, T) time encoding, got shape {tuple(pos.shape)}")
@@ -302,8 +305,8 @@ def resample_time_pos_embed(pos: torch.Tensor, new_t: int) -> torch.Tensor:
         raise ValueError(f"new_t must be >= 1, got {new_t}")
     if pos.shape[3] == new_t:
         return pos
-    return F.interpolate(pos.float(), size=(1, new_t), mode="bilinear", align_corners=False,
-                         antialias=True).to(pos.dtype)  # (1, D, 1, new_t)
+    return F.interpolate(pos.float(), size=(1, new_t), mode="bilinear",
+                         align_corners=False).to(pos.dtype)  # (1, D, 1, new_t)
 
 
 def resample_flat_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int],
@@ -325,7 +328,7 @@ def resample_flat_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int],
         return pos
     d = pos.shape[2]
     x = pos.float().reshape(1, f0, t0, d).permute(0, 3, 1, 2)  # (1, D, F, T)
-    x = F.interpolate(x, size=(f1, t1), mode="bilinear", align_corners=False, antialias=True)
+    x = F.interpolate(x, size=(f1, t1), mode="bilinear", align_corners=False)  # (1, D, F', T')
     return x.permute(0, 2, 3, 1).reshape(1, f1 * t1, d).to(pos.dtype)  # (1, F' * T', D)
 
 
