@@ -1,0 +1,201 @@
+"""The training loop: learning rate, config and CLI, outputs, determinism, resume, phases.
+
+Training runs use the smoke scale on a tiny PANNs-layout HDF5 file written here
+(tones per class over noise), so they take about a second each.
+"""
+
+import csv
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from passt_lib import train as T
+from passt_lib.data.config import DataConfig
+
+SR = 32000
+
+
+def write_tones(path, n, n_classes=4, seconds=1.0, seed=0):
+    """A PANNs-layout HDF5 file: each clip holds the tones of its 1-2 classes plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(SR * seconds)) / SR
+    targets = np.zeros((n, n_classes), dtype=bool)
+    waves = np.zeros((n, t.size), dtype=np.int16)
+    for i in range(n):
+        labels = rng.choice(n_classes, size=rng.integers(1, 3), replace=False)
+        targets[i, labels] = True
+        x = 0.02 * rng.standard_normal(t.size)
+        for c in labels:
+            x += 0.2 * np.sin(2 * np.pi * (400 * 2 ** c) * t + rng.uniform(0, 6.3))
+        waves[i] = np.round(np.clip(x, -1, 1) * 32767)
+    with h5py.File(path, "w") as f:
+        f["audio_name"] = np.array([f"clip{i:04d}".encode() for i in range(n)], dtype="S20")
+        f["waveform"] = waves
+        f["target"] = targets
+        f.attrs["sample_rate"] = SR
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tones")
+    return DataConfig(format="panns-hdf5", train_path=write_tones(root / "train.h5", 16, seed=0),
+                      eval_path=write_tones(root / "eval.h5", 12, seed=1), n_classes=4,
+                      clip_seconds=1.0, name="tones")
+
+
+def tiny_config(data, out_dir, **kw):
+    return T.TrainConfig.for_scale("passt-s", "smoke", data=data, out_dir=str(out_dir),
+                                   epochs=kw.pop("epochs", 2), batch_size=8, progress=False,
+                                   **kw)
+
+
+# -- learning rate ---------------------------------------------------------------------------
+def test_lr_warms_up_peaks_and_decays_linearly():
+    total, warm, base = 100, 10, 1e-3
+    lrs = [T.lr_at(s, total, warm, base, 0.01) for s in range(130)]
+    assert all(a < b for a, b in zip(lrs[:warm], lrs[1:warm]))  # rising during warm-up
+    assert lrs[warm - 1] == pytest.approx(base) and lrs[warm] == pytest.approx(base)
+    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))  # never rising after
+    assert lrs[total] == pytest.approx(base * 0.01) and lrs[-1] == pytest.approx(base * 0.01)
+    mid = warm + (total - warm) // 2
+    assert lrs[mid] == pytest.approx(base * (1 - 0.99 * 0.5))  # linear
+    assert min(lrs) > 0
+    assert T.lr_at(0, 5, 0, base) == base  # no warm-up starts at the peak
+    with pytest.raises(ValueError, match="total_steps"):
+        T.lr_at(0, 0, 0, base)
+
+
+def test_lr_segments_restart_or_continue():
+    from passt_lib.schedule import parse_schedule
+
+    assert T.lr_segments(parse_schedule("pool:4x2,full:3")) == [(0, 0, 2), (1, 0, 3)]
+    assert T.lr_segments(parse_schedule("pool:4x2,full:3:keep-lr")) == [(0, 0, 5), (0, 2, 5)]
+
+
+# -- config and command line ---------------------------------------------------------------
+def test_config_takes_the_scale_budget_and_rejects_unknown_keys():
+    from passt_lib.scales import get_scale
+
+    c = T.TrainConfig.for_scale("passt-s", "embedded")
+    s = get_scale("embedded")
+    assert (c.epochs, c.batch_size, c.lr, c.warmup_epochs) == (s.epochs, s.batch_size, s.lr,
+                                                              s.warmup_epochs)
+    assert T.TrainConfig.for_scale("passt-s", "embedded", lr=0.5).lr == 0.5
+    assert T.TrainConfig.for_scale("passt-s", schedule="pool:4x2,full:3").epochs == 5
+    with pytest.raises(ValueError, match=r"unknown TrainConfig keys \['lrr'\].*valid keys"):
+        T.TrainConfig.for_scale("passt-s", lrr=1.0)
+    with pytest.raises(ValueError, match="schedule"):
+        T.TrainConfig.for_scale("passt-s", epochs=3, schedule="pool:4x2,full:3")
+    with pytest.raises(ValueError, match="unknown scale"):
+        T.TrainConfig.for_scale("passt-s", "huge")
+    assert T.TrainConfig.from_dict(c.to_dict()) == c
+
+
+def test_set_parses_by_field_type():
+    d = T.apply_sets({"model": "passt-s"}, [
+        "lr=5e-4", "warmup_epochs=0", "progress=false", "schedule=pool:2x1,full:1", "stop_after_epoch=none",
+        "data.gain_db=0", "data.balanced=no", "model_overrides.s_patchout_t=2"])
+    assert d["lr"] == 5e-4 and d["warmup_epochs"] == 0.0 and d["progress"] is False
+    assert d["schedule"] == "pool:2x1,full:1" and d["stop_after_epoch"] is None
+    assert d["data_overrides"] == {"gain_db": 0.0, "balanced": False}
+    assert d["model_overrides"] == {"s_patchout_t": 2}
+    assert T.TrainConfig.from_dict(d).epochs == 2  # the schedule's total
+    with pytest.raises(ValueError, match="expected an int"):
+        T.apply_sets({}, ["epochs=two"])
+    with pytest.raises(ValueError, match=r"unknown key 'lrate'.*valid keys: model, scale"):
+        T.apply_sets({}, ["lrate=1"])
+    with pytest.raises(ValueError, match="unknown data field 'gain'"):
+        T.apply_sets({}, ["data.gain=1"])
+    with pytest.raises(ValueError, match="key=value"):
+        T.apply_sets({}, ["lr"])
+
+
+def test_cli_reports_bad_set_and_missing_preset(capsys, tmp_path):
+    assert T.main(["--preset", "passt-s", "--out", str(tmp_path), "--set", "bogus=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'bogus'" in err and "batch_size" in err
+    with pytest.raises(SystemExit):
+        T.main(["--out", str(tmp_path)])
+
+
+# -- training runs ---------------------------------------------------------------------------
+def test_train_writes_outputs_and_beats_nothing(tiny_data, tmp_path):
+    res = T.train(tiny_config(tiny_data, tmp_path))
+    assert res.completed
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("eval_map", "eval_auc", "eval_dprime", "prior_map", "train_seconds", "epochs",
+                "preset", "samples_per_s", "tokens", "phases", "peak_memory_mb"):
+        assert key in m, key
+    assert m["epochs"] == 2 and m["preset"] == "passt-s" and m["n_eval"] == 12
+    assert 0 < m["prior_map"] < 1 and 0 < m["eval_map"] <= 1
+    assert m["samples_per_s"] > 0 and m["train_seconds"] > 0
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"phase", "lr", "train_loss", "eval_map", "train_seconds"} <= set(rows[0])
+    assert all(math.isfinite(float(r["train_loss"])) for r in rows)
+    ckpt = T.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert T.TrainConfig.from_dict(ckpt["config"]) == tiny_config(tiny_data, tmp_path)
+    assert ckpt["epoch"] == 2 and {"model", "optimizer", "rng", "history"} <= set(ckpt)
+    model_sd = res.model.state_dict()
+    assert all(torch.equal(v, model_sd[k]) for k, v in ckpt["model"].items())
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporaries
+
+
+def _trajectory(res):
+    return [(r["train_loss"], r["eval_map"], r["lr"]) for r in res.history]
+
+
+def test_deterministic_and_resume_equals_uninterrupted(tiny_data, tmp_path):
+    full = T.train(tiny_config(tiny_data, tmp_path / "a"))
+    again = T.train(tiny_config(tiny_data, tmp_path / "b"))
+    assert _trajectory(full) == _trajectory(again)
+    other = T.train(tiny_config(tiny_data, tmp_path / "c", seed=1, epochs=1))
+    assert _trajectory(other)[0] != _trajectory(full)[0]
+
+    part = T.train(tiny_config(tiny_data, tmp_path / "d", stop_after_epoch=1))
+    assert not part.completed and len(part.history) == 1
+    assert not (tmp_path / "d" / "metrics.json").exists()  # metrics.json means "finished"
+    resumed = T.train(tiny_config(tiny_data, tmp_path / "d", resume=True))
+    assert resumed.completed
+    assert _trajectory(resumed) == _trajectory(full)
+    assert resumed.metrics["eval_map"] == full.metrics["eval_map"]
+    for k, v in full.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    with pytest.raises(ValueError, match="different config.*lr"):
+        T.train(tiny_config(tiny_data, tmp_path / "d", resume=True, lr=0.1))
+
+
+def test_coarse_to_fine_phases_and_resume_across_a_phase(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path / "a", epochs=None, schedule="pool:2x1,full:1")
+    full = T.train(cfg)
+    phases = full.metrics["phases"]
+    assert [p["method"] for p in phases] == ["pool", "full"]
+    assert phases[0]["tokens"] < phases[1]["tokens"]
+    assert all(p["train_seconds"] > 0 and "eval_map" in p for p in phases)
+    assert [r["method"] for r in full.history] == ["pool", "full"]
+    T.train(cfg.replace(out_dir=str(tmp_path / "b"), stop_after_epoch=1))
+    resumed = T.train(cfg.replace(out_dir=str(tmp_path / "b"), resume=True))
+    assert _trajectory(resumed) == _trajectory(full)
+
+
+def test_single_label_task_reports_accuracy(tiny_data, tmp_path):
+    data = tiny_data.replace(task="singlelabel", spec_mixup_alpha=0.0)
+    res = T.train(tiny_config(data, tmp_path, epochs=1))
+    assert 0 <= res.metrics["eval_accuracy"] <= 1 and "prior_accuracy" in res.metrics
+    assert "eval_map" not in res.metrics
+
+
+def test_cli_trains_from_a_config_file(tiny_data, tmp_path, capsys):
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps({"model": "passt-s", "scale": "smoke",
+                               "data": tiny_data.to_dict(), "progress": False}))
+    out = tmp_path / "out"
+    assert T.main([str(cfg), "--out", str(out), "--set", "epochs=1", "--set", "batch_size=8"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs"] == 1 and m["preset"] == "passt-s" and "eval_map" in m
+    assert "prior_map" in capsys.readouterr().out
