@@ -108,8 +108,7 @@ def random_roll(wave: torch.Tensor, max_fraction: float = 0.5,
     b, s = wave.shape
     m = int(max_fraction * s)
     shifts = torch.randint(-m, m + 1, (b,), generator=generator)  # (B,)
-    idx = (torch.arange(s)[None, :] - shifts[:, None]) % s  # (B, S) source index per output
-    return torch.gather(wave, 1, idx.to(wave.device))
+    return torch.stack([torch.roll(w, int(k)) for w, k in zip(wave, shifts)])  # (B, S)
 
 
 def augment_batch(wave: torch.Tensor, target: torch.Tensor, config, n_classes: int | None = None,

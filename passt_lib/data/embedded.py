@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from passt_lib.data import sources as S
 from passt_lib.data.config import DataConfig
+from passt_lib.data.readers import fit_length, resample, to_mono, write_decoded_cache
 from passt_lib.scales import get_scale
 
 BUILD_VERSION = 1
@@ -135,11 +136,11 @@ def build(params: dict, out: Path, workers: int | None = None, progress: bool = 
     for split in ("train", "eval"):
         n = params[f"n_{split}"]
         clips = _render_split(params, bank, split, n, workers, bar)
-        _write_hdf5(tmp / f"{split}_mp3.hdf", clips, len(class_names(params["task"])))
+        _write_hdf5(tmp / f"{split}_mp3.hdf", clips, len(class_names(params["task"])), sr)
     if params["task"] == "keywords":
         test = asterisk_digits(params)
         if test:
-            _write_hdf5(tmp / "test_mp3.hdf", test, len(S.DIGITS))
+            _write_hdf5(tmp / "test_mp3.hdf", test, len(S.DIGITS), sr)
     bar.close()
     write_class_csv(tmp / "class_labels_indices.csv", class_names(params["task"]))
     (tmp / "SOURCES.txt").write_text(S.LICENCES)
@@ -226,7 +227,15 @@ def _render_one(args):
     split, i = args
     fn = mixture_clip if _PARAMS["task"] == "mixtures" else keyword_clip
     clip, labels, used = fn(_BANK, _PARAMS, split, i)
-    return i, encode_mp3(clip, _PARAMS["sample_rate"]), labels, used
+    mp3 = encode_mp3(clip, _PARAMS["sample_rate"])
+    return i, mp3, labels, used, decoded_int16(mp3, len(clip))
+
+
+def decoded_int16(mp3: bytes, n: int) -> np.ndarray:
+    """The clip exactly as the reader's decoded cache holds it (decode, fit, int16)."""
+    x, _ = sf.read(io.BytesIO(mp3), dtype="float32")
+    x = fit_length(to_mono(x), n)
+    return np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
 
 
 def _render_split(params, bank, split, n, workers, bar):
@@ -245,15 +254,15 @@ def _render_split(params, bank, split, n, workers, bar):
             results[r[0]] = r
             bar.update(1)
     prefix = {"train": "emb_tr", "eval": "emb_ev", "test": "emb_te"}[split]
-    return [(f"{prefix}_{i:07d}", mp3, labels, used) for i, mp3, labels, used in results]
+    return [(f"{prefix}_{i:07d}", mp3, labels, used, dec) for i, mp3, labels, used, dec in results]
 
 
-def _write_hdf5(path: Path, clips, n_classes: int) -> None:
-    """clips: list of (name, mp3 bytes, label indices, source names)."""
+def _write_hdf5(path: Path, clips, n_classes: int, sample_rate: int) -> None:
+    """clips: list of (name, mp3 bytes, label indices, source names[, decoded int16])."""
     n = len(clips)
     hot = np.zeros((n, n_classes), bool)
-    for i, (_, _, labels, _) in enumerate(clips):
-        hot[i, labels] = True
+    for i, c in enumerate(clips):
+        hot[i, c[2]] = True
     with h5py.File(path, "w") as f:
         f.create_dataset("audio_name", data=np.array([c[0].encode() for c in clips], dtype="S20"))
         mp3 = f.create_dataset("mp3", shape=(n,), dtype=h5py.vlen_dtype(np.uint8))
@@ -262,6 +271,9 @@ def _write_hdf5(path: Path, clips, n_classes: int) -> None:
         f.create_dataset("target", data=np.packbits(hot, axis=1))
         f.create_dataset("sources", data=[";".join(c[3]) for c in clips],
                          dtype=h5py.string_dtype())
+    if clips and len(clips[0]) > 4:  # the decoded sidecar the reader's ``cache`` uses
+        dec = np.stack([c[4] for c in clips])  # (N, S)
+        write_decoded_cache(Path(f"{path}.decoded-{sample_rate}-{dec.shape[1]}.npy"), dec)
 
 
 # --- keywords -------------------------------------------------------------------------------
@@ -301,8 +313,6 @@ def asterisk_digits(params: dict):
             if not f.is_file():
                 continue
             x, fsr = sf.read(f, dtype="float32")
-            from passt_lib.data.readers import fit_length, resample
-
             x = fit_length(resample(x, fsr, sr), n)
             x = x / max(np.abs(x).max(), 1e-6) * 0.5
             name = f"emb_te_{len(clips):07d}"

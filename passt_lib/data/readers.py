@@ -97,6 +97,17 @@ def to_mono(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1) if x.ndim == 2 else x
 
 
+def write_decoded_cache(path: Path, arr: np.ndarray) -> None:
+    """Write an int16 (N, S) decoded-clip cache atomically; unwritable folders are skipped."""
+    tmp = Path(f"{path}.tmp{os.getpid()}.npy")
+    try:
+        np.save(tmp, arr)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.info("not writing the decoded cache %s: %s", path, exc)
+        tmp.unlink(missing_ok=True)
+
+
 class AudioDataset(torch.utils.data.Dataset):
     """Shared logic: resampling, pad/crop, targets, error policy, decoded cache.
 
@@ -119,7 +130,8 @@ class AudioDataset(torch.utils.data.Dataset):
         self.task = task
         self.on_error = on_error
         self.cache = cache
-        self._cache: dict[int, np.ndarray] = {}  # index -> int16 (S,) decoded, fitted
+        self._decoded: np.ndarray | None = None  # int16 (N, S) when ``cache``
+        self._bad: dict[int, str] = {}  # unreadable entries found while preloading
         self.skipped: dict[int, str] = {}
 
     # subclass API
@@ -137,15 +149,53 @@ class AudioDataset(torch.utils.data.Dataset):
         return np.stack([self._target(i) for i in range(len(self))]) if len(self) else \
             np.zeros((0, self.n_classes), np.float32)
 
-    def _waveform(self, i: int) -> np.ndarray:
-        if self.cache and i in self._cache:
-            return self._cache[i].astype(np.float32) / 32767.0
+    def _decode(self, i: int) -> np.ndarray:
         x, sr = self._read(i)
-        x = fit_length(resample(to_mono(np.asarray(x, dtype=np.float32)), sr, self.sample_rate),
-                       self.n_samples)
+        return fit_length(resample(to_mono(np.asarray(x, dtype=np.float32)), sr,
+                                   self.sample_rate), self.n_samples)
+
+    def _waveform(self, i: int) -> np.ndarray:
         if self.cache:
-            self._cache[i] = np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
-        return x
+            if self._decoded is None:
+                self.preload()
+            if i in self._bad:
+                raise ValueError(self._bad[i])
+            return self._decoded[i].astype(np.float32) / 32767.0
+        return self._decode(i)
+
+    def cache_path(self) -> Path:
+        """Sidecar file of decoded int16 clips (written next to the data when ``cache``)."""
+        return Path(f"{self.path}.decoded-{self.sample_rate}-{self.n_samples}.npy")
+
+    def preload(self) -> None:
+        """Decode every entry once into memory (int16), reusing/writing the sidecar cache.
+
+        Unreadable entries follow the error policy; they are remembered so every later
+        access raises (or skips) again, and the sidecar is only written when all are readable.
+        """
+        p = self.cache_path()
+        n = len(self)
+        if p.exists() and p.stat().st_mtime >= Path(self.path).stat().st_mtime:
+            arr = np.load(p, mmap_mode="r")
+            if arr.shape == (n, self.n_samples) and arr.dtype == np.int16:
+                self._decoded = np.asarray(arr)
+                return
+        arr = np.zeros((n, self.n_samples), np.int16)
+        for i in range(n):
+            try:
+                x = self._decode(i)
+                if not np.all(np.isfinite(x)):
+                    raise ValueError("non-finite samples")
+            except (OSError, RuntimeError, ValueError, KeyError, sf.LibsndfileError) as exc:
+                msg = f"cannot read {self._error(i, exc)}"
+                if self.on_error == "raise":
+                    raise ValueError(msg) from exc
+                self._bad[i] = msg
+                continue
+            arr[i] = np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+        self._decoded = arr
+        if not self._bad:
+            write_decoded_cache(p, arr)
 
     def _error(self, i: int, exc: Exception) -> str:
         return f"{self.path} entry {i}: {type(exc).__name__}: {exc}"
