@@ -99,24 +99,31 @@ def class_names(task: str) -> tuple[str, ...]:
 
 def ensure(scale: str | dict = "embedded", seed: int = 0, task: str = "mixtures",
            root: str | Path = "data", force: bool = False, progress: bool = True,
-           workers: int | None = None, **overrides) -> DataConfig:
+           workers: int | None = None, bank_dir: str | Path | None = None,
+           **overrides) -> DataConfig:
     """Build the embedded dataset if missing (or ``force``), else return the cached one.
 
     ``scale`` is a scale name (``passt_lib.scales``) or a full params dict from
-    ``build_params``.
+    ``build_params``; ``overrides`` change build parameters (n_train, n_eval, ...).
+    Decoded source banks are cached in ``bank_dir`` (default ``root/banks``), keyed by
+    their own parameters, so builds with other seeds or sizes reuse them.
     """
     params = dict(scale) if isinstance(scale, dict) else build_params(scale, seed, task,
                                                                      **overrides)
     out = dataset_dir(params, root)
     if (out / "COMPLETE").exists() and not force:
         return _config_for(out, params)
-    build(params, out, workers=workers, progress=progress, bank_dir=Path(root) / "banks")
+    build(params, out, workers=workers, progress=progress,
+          bank_dir=Path(bank_dir) if bank_dir else Path(root) / "banks")
     return _config_for(out, params)
 
 
 def build(params: dict, out: Path, workers: int | None = None, progress: bool = True,
-          bank_dir: Path | None = None) -> Path:
-    """Write the dataset to ``out`` atomically (build in a temp dir, rename at the end)."""
+          bank_dir: Path | None = None, bank: dict | None = None) -> Path:
+    """Write the dataset to ``out`` atomically (build in a temp dir, rename at the end).
+
+    ``bank`` (split -> tag -> [Sample]) replaces the rendered source banks (tests).
+    """
     t0 = time.perf_counter()
     out = Path(out)
     bank_dir = Path(bank_dir or out.parent / "banks")
@@ -128,9 +135,9 @@ def build(params: dict, out: Path, workers: int | None = None, progress: bool = 
     bar = tqdm(total=params["n_train"] + params["n_eval"], desc=f"building {out.name}",
                unit="clip", disable=not progress)
     bar.set_postfix_str("source banks")
-    if params["task"] == "mixtures":
+    if bank is None and params["task"] == "mixtures":
         bank = S.mixture_bank(sr, bank_dir, params["notes_per_instrument"], workers)
-    else:
+    elif bank is None:
         bank = keyword_bank(sr, bank_dir, workers)
     bar.set_postfix_str("mixing + mp3")
     for split in ("train", "eval"):
