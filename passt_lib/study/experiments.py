@@ -1,0 +1,406 @@
+"""The bodies of the ablation notebooks, importable and testable.
+
+Each notebook turns its ``parameters`` cell into one of the frozen dataclasses
+below (which rejects invalid values with a clear message), then calls the
+matching ``run_*`` function, which trains / measures through the library and
+returns the metrics the notebook writes with ``run.finish``.
+
+- :class:`PatchoutParams`, :func:`run_patchout` (``10_patchout``);
+- :class:`CoarseToFineParams`, :func:`run_coarse_to_fine` (``20_coarse_to_fine``);
+- :class:`SpeedParams`, :func:`run_speed` (``30_speed``).
+
+Multi-GPU: DDP cannot start inside a Jupyter kernel. For several GPUs, run
+``torchrun --nproc_per_node N -m passt_lib.train CONFIG.yaml`` with the config
+:meth:`train_config` returns (``TrainConfig.to_dict()``), or set
+``launcher="torchrun"`` with ``nproc`` > 1 and :func:`train_in_subprocess`
+does it from the notebook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from passt_lib.study.atomic import atomic_write_text
+from passt_lib.study.env import REPO_ROOT
+
+SCALE_NAMES = ("smoke", "embedded", "paper")
+PATCHOUT_TYPES = ("none", "time", "frequency", "structured", "unstructured")
+C2F_METHODS = ("none", "frame_shift", "pool", "patchify")
+C2F_SCHEDULES = ("2-phase", "3-phase")
+
+
+def _choice(name: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; expected one of {tuple(choices)}")
+
+
+def _common_checks(p) -> None:
+    _choice("scale", p.scale, SCALE_NAMES)
+    from passt_lib.precision import PRECISIONS
+
+    _choice("precision", p.precision, PRECISIONS)
+    if p.seed < 0:
+        raise ValueError(f"seed must be >= 0, got {p.seed}")
+    if p.epochs < 0:
+        raise ValueError(f"epochs must be >= 0 (0 = the scale's budget), got {p.epochs}")
+    if p.nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {p.nproc}")
+    if p.scale == "paper" and not p.audioset:
+        raise ValueError("scale='paper' trains on AudioSet: set audioset to the folder holding "
+                         "the PaSST mp3 HDF5 files (balanced_train_segments_mp3.hdf, ...)")
+
+
+def _data(p):
+    from passt_lib.data import DataConfig, embedded
+
+    if p.scale == "paper":
+        return DataConfig.audioset(p.audioset)
+    return embedded.ensure(p.scale, root=REPO_ROOT / "data", progress=False)
+
+
+# ----------------------------------------------------------------------------- patchout
+
+
+@dataclass(frozen=True)
+class PatchoutParams:
+    """10_patchout. ``amount`` is the fraction of patches dropped in training."""
+
+    scale: str = "embedded"
+    seed: int = 0
+    preset: str = "passt-b"
+    patchout: str = "structured"
+    amount: float = 0.5
+    epochs: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    nproc: int = 1
+    audioset: str = ""
+
+    def __post_init__(self) -> None:
+        from passt_lib.model import PRESETS
+
+        _common_checks(self)
+        _choice("preset", self.preset, [n for n in PRESETS if not n.startswith("ast")])
+        _choice("patchout", self.patchout, PATCHOUT_TYPES)
+        if self.patchout == "none" and self.amount != 0:
+            raise ValueError(f"patchout='none' drops nothing: set amount=0, got {self.amount}")
+        if self.patchout != "none" and not 0 < self.amount < 1:
+            raise ValueError(f"amount is the fraction of patches dropped, in (0, 1); "
+                             f"got {self.amount}")
+
+
+def patchout_amounts(grid: tuple[int, int], patchout: str, amount: float) -> dict[str, int]:
+    """Patchout settings dropping about ``amount`` of an (F, T) grid's patches.
+
+    time / frequency: whole time columns / frequency rows; structured: the same
+    fraction of rows and columns, (1 - a_axis)^2 = 1 - amount; unstructured:
+    single patches. At least one of each kind is dropped and at least one kept.
+    """
+    _choice("patchout", patchout, PATCHOUT_TYPES)
+    f, t = grid
+    out = {"s_patchout_t": 0, "s_patchout_f": 0, "u_patchout": 0}
+    if patchout == "none":
+        return out
+
+    def n(frac: float, total: int) -> int:
+        return min(max(1, round(frac * total)), total - 1)
+
+    if patchout == "time":
+        out["s_patchout_t"] = n(amount, t)
+    elif patchout == "frequency":
+        out["s_patchout_f"] = n(amount, f)
+    elif patchout == "structured":
+        axis = 1 - math.sqrt(1 - amount)
+        out["s_patchout_t"], out["s_patchout_f"] = n(axis, t), n(axis, f)
+    else:
+        out["u_patchout"] = n(amount, f * t)
+    return out
+
+
+def _model_config(preset: str, scale: str):
+    from passt_lib.study.tour import model_config_at
+
+    return model_config_at(preset, scale)
+
+
+def patchout_train_config(p: PatchoutParams, out_dir: str | Path):
+    from passt_lib.train import TrainConfig
+
+    grid = _model_config(p.preset, p.scale).grid
+    amounts = patchout_amounts(grid, p.patchout, p.amount)
+    return TrainConfig.for_scale(
+        p.preset, p.scale, model_overrides=amounts, data=_data(p), seed=p.seed,
+        epochs=p.epochs or None, precision=p.precision, device=p.device,
+        out_dir=str(Path(out_dir) / "train"), progress=False, resume=True)
+
+
+def run_patchout(p: PatchoutParams, out_dir: str | Path) -> dict[str, Any]:
+    cfg = patchout_train_config(p, out_dir)
+    res = train_in_subprocess(cfg, p.nproc) if p.nproc > 1 else _train(cfg)
+    m = res["metrics"]
+    grid = _model_config(p.preset, p.scale).grid
+    po = cfg.model_overrides
+    kept = ((grid[0] - po["s_patchout_f"]) * (grid[1] - po["s_patchout_t"]) - po["u_patchout"])
+    return {
+        "eval_map": m.get("eval_map"), "eval_auc": m.get("eval_auc"),
+        "prior_map": m.get("prior_map"),
+        "samples_per_s": m["samples_per_s"], "peak_memory_mb": m["peak_memory_mb"],
+        "tokens_train": kept + 2, "tokens_eval": grid[0] * grid[1] + 2,
+        "dropped_fraction": 1 - kept / (grid[0] * grid[1]), "grid": list(grid), **po,
+        "train_seconds": m["train_seconds"], "total_seconds": m["total_seconds"],
+        "train_flops": m.get("train_flops"), "epochs": m["epochs"], "device": m["device"],
+        "precision": m["precision"], "history": res["history"],
+    }
+
+
+# ----------------------------------------------------------------------------- coarse-to-fine
+
+
+@dataclass(frozen=True)
+class CoarseToFineParams:
+    """20_coarse_to_fine. ``method="none"`` is the fine-only baseline."""
+
+    scale: str = "embedded"
+    seed: int = 0
+    preset: str = "passt-b"
+    method: str = "pool"
+    schedule: str = "2-phase"
+    factor: int = 4
+    coarse_fraction: float = 0.5
+    epochs: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    nproc: int = 1
+    audioset: str = ""
+
+    def __post_init__(self) -> None:
+        from passt_lib.model import PRESETS
+
+        _common_checks(self)
+        _choice("preset", self.preset, list(PRESETS))
+        _choice("method", self.method, C2F_METHODS)
+        if self.method != "none" and self.schedule not in C2F_SCHEDULES:
+            from passt_lib.schedule import parse_schedule
+
+            parse_schedule(self.schedule)  # an explicit schedule: raises on a bad one
+        if self.factor < 2 or (self.schedule == "3-phase" and self.factor % 2):
+            raise ValueError(f"factor must be >= 2 (and even for '3-phase', which continues at "
+                             f"factor/2); got {self.factor}")
+        if not 0 < self.coarse_fraction < 1:
+            raise ValueError(f"coarse_fraction must be in (0, 1), got {self.coarse_fraction}")
+
+
+def build_schedule(method: str, schedule: str, epochs: int, factor: int = 4,
+                   coarse_fraction: float = 0.5) -> str:
+    """The compact schedule string: "none" -> "full:E"; "2-phase" -> "M:kxC,full:F"; ..."""
+    if method == "none":
+        return f"full:{epochs}"
+    if schedule not in C2F_SCHEDULES:
+        return schedule
+    if epochs < 2:
+        raise ValueError(f"a {schedule} schedule needs at least 2 epochs (coarse, then full); "
+                         f"got epochs={epochs}: set the epochs parameter")
+    coarse = min(max(1, round(coarse_fraction * epochs)), epochs - 1)
+    if schedule == "2-phase":
+        return f"{method}:{factor}x{coarse},full:{epochs - coarse}"
+    if coarse < 2:
+        raise ValueError(f"a 3-phase schedule needs >= 2 coarse epochs; {epochs} epochs x "
+                         f"coarse_fraction {coarse_fraction} gives {coarse}")
+    first = coarse // 2
+    return (f"{method}:{factor}x{first},{method}:{factor // 2}x{coarse - first},"
+            f"full:{epochs - coarse}")
+
+
+def c2f_train_config(p: CoarseToFineParams, out_dir: str | Path):
+    from passt_lib.scales import get_scale
+    from passt_lib.train import TrainConfig
+
+    epochs = p.epochs or get_scale(p.scale).epochs
+    sched = build_schedule(p.method, p.schedule, epochs, p.factor, p.coarse_fraction)
+    return TrainConfig.for_scale(
+        p.preset, p.scale, schedule=sched, data=_data(p), seed=p.seed, precision=p.precision,
+        device=p.device, out_dir=str(Path(out_dir) / "train"), progress=False, resume=True)
+
+
+def run_coarse_to_fine(p: CoarseToFineParams, out_dir: str | Path) -> dict[str, Any]:
+    cfg = c2f_train_config(p, out_dir)
+    res = train_in_subprocess(cfg, p.nproc) if p.nproc > 1 else _train(cfg)
+    m = res["metrics"]
+    return {
+        "schedule": cfg.schedule, "eval_map": m.get("eval_map"), "eval_auc": m.get("eval_auc"),
+        "prior_map": m.get("prior_map"), "train_flops": m.get("train_flops"),
+        "train_seconds": m["train_seconds"], "total_seconds": m["total_seconds"],
+        "samples_per_s": m["samples_per_s"], "peak_memory_mb": m["peak_memory_mb"],
+        "epochs": m["epochs"], "phases": m["phases"], "device": m["device"],
+        "precision": m["precision"], "history": res["history"],
+    }
+
+
+# ----------------------------------------------------------------------------- training helpers
+
+
+def _train(cfg) -> dict[str, Any]:
+    from passt_lib.train import train
+
+    res = train(cfg)
+    return {"metrics": res.metrics, "history": res.history}
+
+
+def train_in_subprocess(cfg, nproc: int) -> dict[str, Any]:
+    """Train under ``torchrun --nproc_per_node nproc`` (DDP cannot start inside a kernel)."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = atomic_write_text(out / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+           "--standalone", "-m", "passt_lib.train", str(cfg_path)]
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+    metrics = json.loads((out / "metrics.json").read_text())
+    import pandas as pd
+
+    history = pd.read_csv(out / "history.csv").to_dict("records")
+    return {"metrics": metrics, "history": history}
+
+
+def plot_history(history: list[dict], title: str = ""):
+    """Training loss and eval mAP per epoch, phases marked."""
+    from passt_lib.study import style
+
+    fig, ax = style.figure("column")
+    ep = [h["epoch"] for h in history]
+    ax.plot(ep, [h["train_loss"] for h in history], "o-", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss")
+    key = "eval_map" if history and "eval_map" in history[0] else "eval_accuracy"
+    ax2 = ax.twinx()
+    ax2.plot(ep, [h.get(key) for h in history], "s-", color="#D55E00", label=key)
+    ax2.set_ylabel(key)
+    ax2.grid(False)
+    for a, b in zip(history, history[1:]):
+        if a.get("phase") != b.get("phase"):
+            ax.axvline(a["epoch"] + 0.5, color="gray", ls=":", lw=0.8)
+    if title:
+        ax.set_title(title)
+    fig.legend(loc="outside lower center", ncols=2)
+    return fig
+
+
+# ----------------------------------------------------------------------------- speed
+
+
+@dataclass(frozen=True)
+class SpeedParams:
+    """30_speed: the Table 1 benchmark (passt_lib.bench.table) at a scale."""
+
+    scale: str = "embedded"
+    seed: int = 0
+    models: tuple[str, ...] = ("ast", "ast-n", "passt-b", "passt-u", "passt-s", "passt-s-l",
+                               "passt-s-n", "cnn14", "mn10")
+    steps: int = 5
+    warmup: int = 2
+    precision: str = "auto"
+    device: str = "auto"
+    epochs: int = 0  # unused; shared checks
+    nproc: int = 1
+    audioset: str = "unused"
+
+    def __post_init__(self) -> None:
+        from passt_lib.bench.table import DISPLAY
+
+        object.__setattr__(self, "models", tuple(self.models))
+        _common_checks(self)
+        for m in self.models:
+            _choice("models entry", m, DISPLAY)
+        if self.steps < 1 or self.warmup < 0:
+            raise ValueError(f"need steps >= 1 and warmup >= 0, got {self.steps}, {self.warmup}")
+
+
+def run_speed(p: SpeedParams, out_dir: str | Path) -> dict[str, Any]:
+    """Measure the Table 1 row of every model; write table.csv (and scaling.csv if available)."""
+    import torch
+
+    from passt_lib.bench import common, table
+
+    torch.manual_seed(p.seed)
+    args = table.parse_args(["--scale", p.scale, "--models", *p.models, "--steps", str(p.steps),
+                             "--warmup", str(p.warmup), "--precision", p.precision,
+                             "--device", p.device])
+    rows, env = table.measure(args)
+    common.write_csv(Path(out_dir) / "table.csv", rows, env)
+    return {"rows": rows, "bench_env": env}
+
+
+def params_from(cls, values: dict[str, Any]):
+    """``cls(**values)`` with unknown names rejected by name (the notebook's parameter set)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; {cls.__name__} takes {sorted(known)}")
+    return cls(**values)
+
+
+# ----------------------------------------------------------------------------- tour
+
+
+@dataclass(frozen=True)
+class TourParams:
+    """00_tour."""
+
+    scale: str = "embedded"
+    seed: int = 0
+    preset: str = "passt-s"
+    clip: int = 0
+    factor: int = 4
+
+    def __post_init__(self) -> None:
+        from passt_lib.model import PRESETS
+
+        _choice("scale", self.scale, ("smoke", "embedded"))
+        _choice("preset", self.preset, [n for n in PRESETS if not n.startswith("ast")])
+        if self.clip < 0 or self.seed < 0:
+            raise ValueError(f"clip and seed must be >= 0, got clip={self.clip}, seed={self.seed}")
+        if self.factor < 2:
+            raise ValueError(f"factor must be >= 2, got {self.factor}")
+
+
+@dataclass(frozen=True)
+class FiguresParams:
+    """90_figures."""
+
+    scale: str = "embedded"
+    seed: int = 0
+    runs: str = ""
+    results: str = ""
+
+    def __post_init__(self) -> None:
+        _choice("scale", self.scale, SCALE_NAMES)
+
+
+def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
+    """``out_dir/name.png`` and ``.pdf``, byte-stable; the figure stays open for display."""
+    from passt_lib.study import style
+
+    return style.save(fig, Path(out_dir) / name, close=False)
+
+
+def plot_speed(table):
+    """Training speed relative to AST per model: measured here next to the paper's Table 1."""
+    import numpy as np
+
+    from passt_lib.study import style
+
+    fig, ax = style.figure("page", 2.4)
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table["train_x_ast"].astype(float), 0.4, label="measured here")
+    paper = [float(v) if v not in ("", None) else np.nan for v in table["paper_x_ast"]]
+    ax.bar(x + 0.2, paper, 0.4, label="paper (Titan RTX)")
+    ax.set_xticks(x, table["model"], rotation=30, ha="right")
+    ax.set_ylabel("training speed (x AST)")
+    ax.legend()
+    return fig

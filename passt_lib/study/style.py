@@ -1,0 +1,65 @@
+"""The project's figure style and byte-stable figure files.
+
+``use()`` applies ``passt.mplstyle`` (paper column widths: :data:`COLUMN`
+3.3 in, :data:`PAGE` 6.75 in). ``save(fig, stem)`` writes ``stem.png`` and
+``stem.pdf`` atomically with the volatile metadata removed (PDF
+``CreationDate`` / ``Producer``, PNG ``Software``), so the same figure drawn
+from the same results gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+from passt_lib.study.atomic import atomic_write_bytes
+
+STYLE = Path(__file__).with_name("passt.mplstyle")
+COLUMN, PAGE = 3.3, 6.75  # inches
+
+
+def use() -> None:
+    import matplotlib.pyplot as plt
+
+    plt.style.use(str(STYLE))
+
+
+def figure(width: str | float = "column", height: float | None = None, **kwargs):
+    """A (fig, axes) pair at a paper width: "column" (3.3 in), "page" (6.75 in) or inches."""
+    import matplotlib.pyplot as plt
+
+    use()
+    w = {"column": COLUMN, "page": PAGE}.get(width, width) if isinstance(width, str) else width
+    if isinstance(w, str):
+        raise ValueError(f"width must be 'column', 'page' or inches, got {width!r}")
+    return plt.subplots(figsize=(w, height or 0.72 * w if w <= COLUMN else height or 0.38 * w),
+                        **kwargs)
+
+
+def save(fig, stem: str | Path, *, formats: tuple[str, ...] = ("png", "pdf"),
+         source: str | None = None, close: bool = True) -> list[Path]:
+    """Write ``stem.<fmt>`` for each format, byte-stable; ``source`` goes into the metadata."""
+    stem = Path(stem)
+    out = []
+    for fmt in formats:
+        if fmt == "pdf":
+            meta = {"CreationDate": None, "Producer": None, "Creator": "passt-study"}
+            if source:
+                meta["Subject"] = source
+        elif fmt == "png":
+            meta = {"Software": None}
+            if source:
+                meta["Source"] = source
+        else:
+            meta = {}
+        buf = io.BytesIO()
+        with matplotlib.rc_context({"svg.hashsalt": "passt-study"}):
+            fig.savefig(buf, format=fmt, metadata=meta)
+        out.append(atomic_write_bytes(stem.with_suffix(f".{fmt}"), buf.getvalue()))
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return out

@@ -1,0 +1,237 @@
+"""The pictures of ``notebooks/00_tour.ipynb``: one clip, from waveform to tokens.
+
+Each function draws or tabulates one idea and returns a matplotlib figure or a
+pandas DataFrame, so the notebook stays a sequence of explanations and calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from passt_lib.study import style
+from passt_lib.study.env import REPO_ROOT
+
+TABLE_PRESETS = ("ast", "ast-n", "passt-b", "passt-u", "passt-s", "passt-s-14", "passt-s-n")
+COMPRESSION_METHODS = ("frame_shift", "pool", "patchify")
+
+
+@dataclass
+class Clip:
+    wave: torch.Tensor  # (S,)
+    sample_rate: int
+    name: str
+    tags: list[str]
+    mel: torch.Tensor  # (F_in, T_in), eval-mode front-end
+    mel_config: object  # passt_lib.frontend.MelConfig
+    model_config: object  # passt_lib.model.PaSSTConfig at the scale
+
+
+def model_config_at(preset: str, scale: str):
+    """The preset's PaSSTConfig at ``scale`` (input size, width and patchout rescaled)."""
+    from passt_lib.model import PaSSTConfig
+    from passt_lib.scales import get_scale, model_overrides
+
+    s = get_scale(scale)
+    base = PaSSTConfig.preset(preset)
+    over = model_overrides(base, s)
+    depth = {} if s.depth is None else {"depth": s.depth}
+    return PaSSTConfig.preset(preset, width=s.width, **depth, **over)
+
+
+def load_clip(scale: str = "embedded", preset: str = "passt-s", index: int = 0,
+              seed: int = 0) -> Clip:
+    """Clip ``index`` of the embedded eval split and its mel spectrogram (eval front-end)."""
+    from passt_lib.data import embedded, make_datasets
+    from passt_lib.frontend import MelConfig, MelFrontend
+
+    data = embedded.ensure(scale, seed=seed, root=REPO_ROOT / "data", progress=False)
+    _, eval_ds = make_datasets(data)
+    if not 0 <= index < len(eval_ds):
+        raise ValueError(f"clip index {index} out of range: the eval split has {len(eval_ds)} clips")
+    wave, target, name = eval_ds[index]
+    names = pd.read_csv(data.class_csv)["display_name"].tolist() if data.class_csv else []
+    idx = torch.nonzero(torch.as_tensor(target) > 0).flatten().tolist()
+    tags = [names[i] if i < len(names) else str(i) for i in idx]
+    cfg = model_config_at(preset, scale)
+    mel_config = MelConfig(n_mels=cfg.input_fdim)
+    fe = MelFrontend(mel_config).eval()
+    with torch.no_grad():
+        mel = fe(wave[None])[0]  # (F_in, T_in)
+    mel = mel[:, : cfg.input_tdim]
+    return Clip(wave, data.sample_rate, str(name), tags, mel, mel_config, cfg)
+
+
+def _show_mel(ax, mel: torch.Tensor, hop_s: float, title: str = "") -> None:
+    f, t = mel.shape
+    ax.imshow(mel.numpy(), origin="lower", aspect="auto", extent=(0, t, 0, f),
+              interpolation="nearest")
+    ax.set_xlabel(f"frame ({hop_s * 1000:.0f} ms hop)")
+    ax.set_ylabel("mel bin")
+    ax.grid(False)
+    if title:
+        ax.set_title(title)
+
+
+def plot_clip(clip: Clip):
+    """Waveform above its mel spectrogram."""
+    fig, (a, b) = style.figure("page", 3.6, nrows=2)
+    t = np.arange(len(clip.wave)) / clip.sample_rate
+    a.plot(t, clip.wave.numpy(), lw=0.4)
+    a.set_xlim(0, t[-1])
+    a.set_xlabel("time (s)")
+    a.set_ylabel("amplitude")
+    a.set_title(f"{clip.name}: {', '.join(clip.tags) or 'no tags'}")
+    _show_mel(b, clip.mel, clip.mel_config.hop_length / clip.sample_rate,
+              f"log-mel spectrogram, {clip.mel.shape[0]} bins x {clip.mel.shape[1]} frames")
+    return fig
+
+
+def _patch_origins(config) -> tuple[np.ndarray, np.ndarray]:
+    f, t = config.grid
+    return np.arange(f) * config.fstride, np.arange(t) * config.tstride
+
+
+def plot_patch_grid(clip: Clip):
+    """The (F, T) patch grid on the spectrogram: every patch start, and two overlapping patches."""
+    from matplotlib.patches import Rectangle
+
+    c = clip.model_config
+    f, t = c.grid
+    fig, ax = style.figure("page", 2.6)
+    _show_mel(ax, clip.mel, clip.mel_config.hop_length / clip.sample_rate,
+              f"{f} x {t} = {f * t} patches of {c.patch_size}x{c.patch_size}, "
+              f"stride ({c.fstride}, {c.tstride}): neighbours overlap")
+    fo, to = _patch_origins(c)
+    for y in fo:
+        for x in to:
+            ax.add_patch(Rectangle((x, y), c.patch_size, c.patch_size, fill=False, lw=0.3,
+                                   ec="white", alpha=0.35))
+    for k, color in ((0, "#56B4E9"), (1, "#E69F00")):
+        ax.add_patch(Rectangle((to[k + 2], fo[1]), c.patch_size, c.patch_size, fill=False,
+                               lw=1.5, ec=color))
+    return fig
+
+
+def patchout_masks(config, seed: int = 0, kind: str = "structured") -> np.ndarray:
+    """(F, T) bool mask of the patches KEPT by one training draw of the model's patchout."""
+    from passt_lib.patchout import keep_indices
+
+    f, t = config.grid
+    g = torch.Generator().manual_seed(seed)
+    keep = np.zeros((f, t), dtype=bool)
+    if kind == "structured":
+        kt = keep_indices(t, t - config.s_patchout_t, generator=g).numpy()
+        kf = keep_indices(f, f - config.s_patchout_f, generator=g).numpy()
+        keep[np.ix_(kf, kt)] = True
+    elif kind == "unstructured":
+        n_drop = config.u_patchout
+        keep.flat[keep_indices(f * t, f * t - n_drop, generator=g).numpy()] = True
+    else:
+        raise ValueError(f"kind must be 'structured' or 'unstructured', got {kind!r}")
+    return keep
+
+
+def plot_patchout(clip: Clip, seed: int = 0):
+    """Structured (PaSST-S) and unstructured (PaSST-U) patchout drawn on the spectrogram."""
+    from matplotlib.patches import Rectangle
+
+    s = clip.model_config
+    u = model_config_at("passt-u", "paper" if s.input_tdim == 998 else _scale_of(s))
+    fig, axes = style.figure("page", 4.2, nrows=2)
+    hop_s = clip.mel_config.hop_length / clip.sample_rate
+    for ax, cfg, kind in ((axes[0], s, "structured"), (axes[1], u, "unstructured")):
+        keep = patchout_masks(cfg, seed, kind)
+        f, t = cfg.grid
+        what = (f"drop {cfg.s_patchout_t} of {t} time columns and {cfg.s_patchout_f} of {f} "
+                f"frequency rows" if kind == "structured"
+                else f"drop {cfg.u_patchout} of {f * t} single patches")
+        _show_mel(ax, clip.mel, hop_s, f"{kind} patchout: {what}; "
+                  f"{int(keep.sum())} of {f * t} patches kept")
+        fo, to = _patch_origins(cfg)
+        # Shade the stride cell of every dropped patch (patches overlap; cells tile the plane).
+        for i in range(f):
+            for j in range(t):
+                if not keep[i, j]:
+                    ax.add_patch(Rectangle((to[j], fo[i]), cfg.tstride, cfg.fstride, lw=0,
+                                           fc="black", alpha=0.6))
+    return fig
+
+
+def _scale_of(config) -> str:
+    from passt_lib.scales import SCALES
+
+    for name, s in SCALES.items():
+        if s.n_mels == config.input_fdim and s.input_tdim == config.input_tdim:
+            return name
+    raise ValueError(f"no scale has {config.input_fdim} mel bins x {config.input_tdim} frames")
+
+
+def token_table(scale: str = "embedded", presets: tuple[str, ...] = TABLE_PRESETS) -> pd.DataFrame:
+    """Patch grid and sequence length (training / inference, + 2 special tokens) per preset."""
+    from passt_lib.compression import n_tokens
+
+    rows = []
+    for name in presets:
+        for sc in dict.fromkeys(("paper", scale)):
+            c = model_config_at(name, sc)
+            f, t = c.grid
+            rows.append({"preset": name, "scale": sc, "stride": f"{c.fstride}x{c.tstride}",
+                         "grid": f"{f}x{t}", "patches": f * t,
+                         "patchout (t, f, u)": f"{c.s_patchout_t}, {c.s_patchout_f}, {c.u_patchout}",
+                         "train tokens": n_tokens(c, True), "eval tokens": n_tokens(c, False)})
+    return pd.DataFrame(rows)
+
+
+def compression_table(config, factors: tuple[int, ...] = (2, 4)) -> pd.DataFrame:
+    """What each temporal compression does to the input frames, the grid and the tokens."""
+    from passt_lib.compression import compressed_grid
+
+    rows = []
+    for method in ("full", *COMPRESSION_METHODS):
+        for k in (1,) if method == "full" else factors:
+            g = compressed_grid(config, method, k, patchout="off")
+            rows.append({"method": method, "factor": k, "input frames": g.input_tdim,
+                         "patch (f x t)": f"{g.patch[0]}x{g.patch[1]}",
+                         "stride": f"{g.stride[0]}x{g.stride[1]}", "grid": f"{g.grid[0]}x{g.grid[1]}",
+                         "tokens (eval)": g.n_tokens_eval})
+    return pd.DataFrame(rows)
+
+
+def plot_compression(clip: Clip, factor: int = 4):
+    """The same clip as each compression method gives it to the model, with its patch grid."""
+    from matplotlib.patches import Rectangle
+
+    from passt_lib.compression import compressed_grid, frame_shift_mel_config, pool_time
+    from passt_lib.frontend import MelFrontend
+
+    fig, axes = style.figure("page", 5.0, nrows=2, ncols=2)
+    sr = clip.sample_rate
+    for ax, method in zip(axes.flat, ("full", *COMPRESSION_METHODS)):
+        k = 1 if method == "full" else factor
+        g = compressed_grid(clip.model_config, method, k, patchout="off")
+        hop = clip.mel_config.hop_length
+        if method == "frame_shift":
+            mc = frame_shift_mel_config(clip.mel_config, k)
+            with torch.no_grad():
+                mel = MelFrontend(mc).eval()(clip.wave[None])[0][:, : g.input_tdim]  # (F, T / k)
+            hop = mc.hop_length
+        elif method == "pool":
+            mel = pool_time(clip.mel[None], k)[0]  # (F, T // k)
+            hop = hop * k
+        else:
+            mel = clip.mel
+        _show_mel(ax, mel, hop / sr, f"{method} x{k}: {mel.shape[1]} frames, grid "
+                  f"{g.grid[0]}x{g.grid[1]} = {g.n_patches} patches")
+        for j in range(g.grid[1]):  # outline the first row of patches
+            ax.add_patch(Rectangle((j * g.stride[1], 0), g.patch[1], g.patch[0], fill=False,
+                                   lw=0.6, ec="white", alpha=0.8))
+    return fig
+
+
+def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
+    return style.save(fig, Path(out_dir) / name, close=False)
