@@ -61,9 +61,9 @@ BIG = ("cnn14", "mn20", "mn40")  # tens of millions of weights: seconds of backw
 )
 def test_tiny_forward_backward(name):
     torch.manual_seed(0)
-    model = create_model(name, n_classes=5, input_fdim=64)
+    model = create_model(name, n_classes=5, input_fdim=32)
     model.train()
-    mel = tiny_mel()
+    mel = tiny_mel(f=32)
     logits = model(mel)
     assert logits.shape == (2, 5)
     assert model.n_classes == 5
