@@ -1,0 +1,145 @@
+"""PaSST / AST model: every preset trains a step, shapes, variable length, errors."""
+
+import pytest
+import torch
+
+from passt_lib.model import PRESETS, PaSST, PaSSTConfig, select_blocks
+from passt_lib.registry import create_model, list_models
+from passt_lib.scales import model_overrides
+
+
+def tiny(name, **kw):
+    over = model_overrides(PaSSTConfig.preset(name), "smoke")  # 64 mels x 100 frames
+    over.update(kw)
+    return create_model(name, width="tiny", depth=2, n_classes=5, **over)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_forward_backward(name):
+    torch.manual_seed(0)
+    m = tiny(name).train()
+    mel = torch.randn(2, 1, 64, 100)
+    logits = m(mel)
+    assert logits.shape == (2, 5)
+    logits.square().mean().backward()
+    grads = [p.grad for p in m.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert m.patch_embed.proj.weight.grad.abs().sum() > 0
+    m.eval()
+    with torch.no_grad():
+        assert m.forward_features(mel[:, 0]).shape == (2, 192)
+        assert torch.equal(m(mel), m(mel[:, 0]))  # (B, 1, F, T) and (B, F, T) agree
+
+
+def test_presets_registered():
+    assert set(PRESETS) <= set(list_models())
+
+
+def test_token_counts_of_the_paper_presets():
+    # Table of the reference notes: tokens in training (incl. 2 special tokens).
+    expected = {"passt-s": 474, "passt-s-n": 296, "passt-s-14": 248, "passt-u": 790,
+                "passt-b": 1190, "passt-s-l": 474, "ast": 1190, "ast-n": 498}
+    for name, n in expected.items():
+        cfg = PaSSTConfig.preset(name)
+        assert PaSST.n_tokens(_Shell(cfg), training=True) == n, name
+
+
+class _Shell:
+    """n_tokens without building a 768-wide model."""
+
+    def __init__(self, cfg):
+        from passt_lib.patchout import Patchout
+
+        self.config, self.grid = cfg, cfg.grid
+        self.patchout = Patchout(cfg.s_patchout_t, cfg.s_patchout_f, cfg.u_patchout)
+
+
+def test_width_and_overrides():
+    c = PaSSTConfig.preset("passt-s", width="small")
+    assert (c.embed_dim, c.depth, c.num_heads) == (384, 12, 6)
+    c = PaSSTConfig.preset("passt-s", width="tiny", depth=3, embed_dim=96)
+    assert (c.embed_dim, c.depth, c.num_heads) == (96, 3, 3)
+    assert PaSSTConfig.preset("passt-s", depth=None).depth == 12
+    assert PaSSTConfig.preset("ast-n").pos_embed == "flat"
+    assert PaSSTConfig.preset("ast-n").grid == (8, 62)
+
+
+def test_passt_l_block_selection():
+    assert select_blocks(12, 2) == (0, 1, 3, 5, 7, 9, 11)
+    c = PaSSTConfig.preset("passt-s-l")
+    assert c.block_selection == (0, 1, 3, 5, 7, 9, 11) and c.n_blocks == 7
+    assert PaSSTConfig.preset("passt-s-l", depth=4).block_selection == (0, 1, 3)
+
+
+def test_preset_errors():
+    with pytest.raises(ValueError, match="known presets: passt-s"):
+        PaSSTConfig.preset("passt-xl")
+    with pytest.raises(ValueError, match="unknown PaSSTConfig field"):
+        PaSSTConfig.preset("passt-s", patchout=3)
+    with pytest.raises(ValueError, match="known widths"):
+        PaSSTConfig.preset("passt-s", width="huge")
+    with pytest.raises(ValueError, match="s_patchout_t=40 of 9 time"):
+        PaSSTConfig.preset("passt-s", input_tdim=100)
+    with pytest.raises(ValueError, match="pos_embed"):
+        PaSSTConfig(pos_embed="sinus")
+    with pytest.raises(ValueError, match="divisible"):
+        PaSSTConfig(embed_dim=100, num_heads=3)
+
+
+def test_shorter_input_crops_time_encoding():
+    torch.manual_seed(0)
+    m = tiny("passt-b").eval()
+    mel = torch.randn(2, 64, 100)
+    short = mel[..., :60]
+    assert m(short).shape == (2, 5)
+    # In eval the crop starts at 0: the first 60 frames see the first time encodings.
+    pos = m._token_pos_embed(m.grid[1] - 4)
+    full = m._token_pos_embed(m.grid[1]).view(1, m.grid[0], m.grid[1], -1)
+    assert torch.equal(pos.view(1, m.grid[0], -1, 192), full[:, :, : m.grid[1] - 4])
+    m.train()
+    m.patchout.generator = torch.Generator().manual_seed(0)
+    offsets = set()
+    for _ in range(20):
+        p = m._token_pos_embed(2).view(1, m.grid[0], 2, -1)[0, 0, 0]
+        t = m.time_new_pos_embed[0, :, 0] + m.freq_new_pos_embed[0, :, 0]  # (D, T)
+        offsets.add(int((t - p[:, None]).abs().sum(0).argmin()))
+    assert len(offsets) > 1  # random offsets in training
+    assert m(short).shape == (2, 5)
+
+
+def test_ast_shorter_input():
+    m = tiny("ast").eval()
+    assert m(torch.randn(1, 64, 70)).shape == (1, 5)
+
+
+def test_wrong_mel_bins_and_longer_input_errors():
+    m = tiny("passt-s").eval()
+    with pytest.raises(ValueError, match="got 128 mel bins but the model expects 64"):
+        m(torch.randn(1, 128, 100))
+    with pytest.raises(ValueError, match="predict_long"):
+        m(torch.randn(1, 64, 101))
+    with pytest.raises(ValueError, match="shape"):
+        m(torch.randn(1, 2, 64, 100))
+
+
+def test_predict_long_windows_times_and_mean():
+    torch.manual_seed(0)
+    m = tiny("passt-s").eval()
+    mel = torch.randn(2, 64, 260)
+    out = m.predict_long(mel, hop_frames=50)
+    # windows start at 0, 50, ..., 200 (the last one, padded from 260 to 300)
+    assert out.start_frames.tolist() == [0, 50, 100, 150, 200]
+    assert out.end_frames.tolist() == [100, 150, 200, 250, 260]
+    assert out.logits.shape == (2, 5, 5)
+    sec = m.mel_config.hop_length / m.mel_config.sample_rate
+    assert torch.allclose(out.start_seconds, out.start_frames * sec)
+    assert torch.allclose(out.clip_logits, out.logits.mean(1))
+    with torch.no_grad():
+        assert torch.allclose(out.logits[:, 1], m(mel[..., 50:150]), atol=1e-5)
+    short = m.predict_long(mel[..., :80])
+    assert short.logits.shape == (2, 1, 5) and short.end_frames.tolist() == [80]
+
+
+def test_mel_config_matches_input_fdim():
+    m = tiny("passt-s")
+    assert m.mel_config.n_mels == 64
