@@ -437,6 +437,11 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def log(message: str) -> None:
+    """Progress line on stderr (results go to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def print_env(env: dict[str, str], file=sys.stdout) -> None:
     print("  ".join(f"{k}={v}" for k, v in env.items()), file=file)
 

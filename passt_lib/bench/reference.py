@@ -149,6 +149,7 @@ def run(args) -> tuple[list[dict], list[dict]]:
                                         optimizer=shared.optimizer if shared else None)
                 runners.setdefault((impl, n), step)
                 steps[key] = step
+    common.log(f"measuring matmul peaks, counting FLOPs, then timing {len(steps)} variants")
     peaks = {p: common.matmul_peak(device, p) for p in precisions}
     flops = {}
     for key, step in steps.items():

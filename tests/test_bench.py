@@ -1,0 +1,150 @@
+"""Benchmark harness: timing discipline, memory, CSV, and tiny end-to-end runs."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+
+from passt_lib.bench import common
+
+ENV_COLUMNS = ("device", "precision", "torch", "timm", "python", "commit", "dirty")
+
+
+def test_time_fn_returns_one_time_per_timed_step_and_skips_warmup():
+    calls = []
+    timing = common.time_fn(lambda: calls.append(1), steps=4, warmup=3)
+    assert len(timing.times) == 4
+    assert len(calls) == 7
+    assert timing.min <= timing.median <= timing.max
+
+
+def test_time_fn_median_tracks_the_work():
+    timing = common.time_fn(lambda: time.sleep(0.01), steps=3, warmup=0)
+    assert 0.009 < timing.median < 0.5
+    assert timing.per_second(4) == pytest.approx(4 / timing.median)
+
+
+def test_timing_median_of_known_times():
+    t = common.Timing((3.0, 1.0, 2.0, 10.0, 2.5))
+    assert t.median == 2.5
+    assert t.spread == pytest.approx((10.0 - 1.0) / 2.5)
+
+
+@pytest.mark.parametrize("steps,warmup", [(0, 1), (2, -1)])
+def test_bad_step_counts_are_errors(steps, warmup):
+    with pytest.raises(ValueError, match="step"):
+        common.time_fn(lambda: None, steps=steps, warmup=warmup)
+
+
+def test_interleaved_calls_run_round_robin():
+    order = []
+    fns = {name: (lambda n=name: order.append(n)) for name in ("a", "b", "c")}
+    timings = common.time_interleaved(fns, steps=3, warmup=1)
+    assert order == ["a", "b", "c"] * 4  # one warm-up round, then three timed rounds
+    assert all(len(t.times) == 3 for t in timings.values())
+    assert common.interleave_order(["x", "y"], 2) == ["x", "y", "x", "y"]
+
+
+def test_interleave_rejects_duplicate_names():
+    with pytest.raises(ValueError, match="distinct"):
+        common.interleave_order(["a", "a"], 1)
+
+
+def test_peak_step_memory_sees_a_temporary_allocation():
+    def allocate():
+        x = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, freed when the call returns
+        return float(x[0])
+
+    held = common.peak_step_memory(allocate)
+    assert held > 32 * 1024 * 1024
+    assert common.peak_step_memory(lambda: None) < held
+    assert "step" in common.memory_method("cpu")
+
+
+def test_train_step_updates_weights_and_counts_flops():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(1 * 8 * 10, 5))
+    mel, target = common.synthetic_batch((1, 8, 10), 5, batch=3)
+    step = common.TrainStep(model, mel, target, precision="fp32", lr=1e-2)
+    before = model[1].weight.detach().clone()
+    step()
+    assert not torch.equal(before, model[1].weight)
+    # forward 2*B*in*out, backward twice that (grads of weights and of nothing else: input
+    # has no grad, so only the weight gradient) -> at least forward + weight-grad.
+    flops = common.count_flops(step)
+    assert flops >= 2 * (2 * 3 * 80 * 5)
+
+
+def test_count_flops_counts_cpu_attention():
+    q = torch.randn(1, 2, 16, 8, requires_grad=True)
+    flops = common.count_flops(
+        lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q).sum().backward())
+    assert flops >= 3 * 4 * 1 * 2 * 16 * 16 * 8  # forward 2 matmuls, backward 4
+
+
+def test_csv_has_env_columns(tmp_path):
+    env = common.env_info("cpu", "fp32")
+    path = common.write_csv(tmp_path / "x.csv", [{"a": 1}, {"a": 2, "b": 3}], env)
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["a"] for r in rows] == ["1", "2"]
+    assert rows[1]["b"] == "3"
+    for col in ENV_COLUMNS:
+        assert rows[0][col] != ""
+    assert rows[0]["precision"] == "fp32"
+    assert rows[0]["torch"] == torch.__version__
+
+
+def test_dispatcher_knows_every_subcommand():
+    from passt_lib.bench import SUBCOMMANDS
+
+    assert {"reference", "table", "scaling", "coarse-to-fine"} <= set(SUBCOMMANDS)
+
+
+@pytest.mark.slow
+def test_reference_bench_end_to_end(tmp_path, capsys):
+    pytest.importorskip("hear21passt")
+    from passt_lib.bench import main
+
+    out = tmp_path / "reference.csv"
+    assert main(["reference", "--depth", "1", "--width", "tiny", "--tdim", "100",
+                 "--steps", "1", "--warmup", "0", "--out", str(out)]) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    steps = {r["name"]: r for r in rows if r["kind"] == "step"}
+    assert {"ref-S-fp32", "ours-S-fp32", "ref-B-fp32", "ours-B-fp32"} <= set(steps)
+    assert all(float(r["samples_per_s"]) > 0 for r in steps.values())
+    # The reference and ours run the same architecture: FLOP counts agree within 5%.
+    ref, ours = float(steps["ref-S-fp32"]["flops_per_step"]), float(
+        steps["ours-S-fp32"]["flops_per_step"])
+    assert ours == pytest.approx(ref, rel=0.05)
+    ratios = {r["name"]: float(r["value"]) for r in rows if r["kind"] == "ratio"}
+    assert ratios["counted FLOP ratio PaSST-B / PaSST-S (FlopCounterMode)"] > 1.5
+    assert "speed-up at equal precision fp32" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_table_bench_two_tiny_models(tmp_path):
+    from passt_lib.bench import main
+
+    out = tmp_path / "table.csv"
+    assert main(["table", "--scale", "smoke", "--models", "ast", "passt-s", "--steps", "1",
+                 "--warmup", "0", "--batch", "2", "--out", str(out)]) == 0
+    with open(out) as f:
+        rows = {r["preset"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"ast", "passt-s"}
+    assert float(rows["ast"]["train_x_ast"]) == pytest.approx(1.0)
+    # patchout shortens the sequence and cuts the FLOPs
+    assert int(rows["passt-s"]["seq_len"]) < int(rows["ast"]["seq_len"])
+    assert float(rows["passt-s"]["train_gflops_per_sample"]) < float(
+        rows["ast"]["train_gflops_per_sample"])
+    for r in rows.values():
+        assert float(r["mem_mib_per_sample"]) > 0
+        assert float(r["train_samples_per_s"]) > 0
+        assert r["batch"] == "2"
+        for col in ENV_COLUMNS:
+            assert r[col] != ""
