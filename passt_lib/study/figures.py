@@ -119,8 +119,8 @@ def patchout_figure(s: pd.DataFrame):
                 ax.annotate(f"{row['amount']:.0%}", (row["samples_per_s_mean"], row["eval_map_mean"]),
                             textcoords="offset points", xytext=(3, 3), fontsize=6)
     ax.set_xlabel("training throughput (clips/s)")
-    ax.set_ylabel("eval mAP")
-    ax.set_title("patchout: accuracy vs training speed (mean ± sd over seeds)")
+    ax.set_ylabel("eval mAP (mean ± sd over seeds)")
+    ax.set_title("patchout: accuracy vs training speed")
     ax.legend(fontsize=6)
     return fig
 
@@ -139,7 +139,7 @@ def c2f_figure(s: pd.DataFrame, x: str = "flops_rel"):
     ax.axvline(1.0, color="gray", lw=0.6, ls=":")
     ax.set_xlabel("training FLOPs relative to fine-only" if x == "flops_rel"
                   else "training time relative to fine-only")
-    ax.set_ylabel("eval mAP")
+    ax.set_ylabel("eval mAP (mean ± sd over seeds)")
     ax.set_title("coarse-to-fine: accuracy vs training cost")
     ax.legend(fontsize=6)
     return fig
@@ -209,12 +209,23 @@ def report(po: pd.DataFrame, c2f: pd.DataFrame, table1: pd.DataFrame | None, sca
                          f"{_fmt(r['samples_per_s_mean'] / b, '.2f')}x | {_pm(r, 'eval_map')} | "
                          f"{r['n_seeds']} |")
         best = po.loc[po["samples_per_s_mean"].idxmax()]
-        lines += ["", f"Here: the fastest setting ({best['patchout']}, {best['dropped_fraction_mean']:.0%} "
-                  f"dropped) trains {_fmt(best['samples_per_s_mean'] / b, '.2f')}x faster than no "
-                  "patchout. Speed-ups are smaller than the paper's because the embedded sequences "
-                  "are short (tens to ~150 tokens), so attention, the part that grows with the square "
-                  "of the length, is a small share of each step, and fixed costs (front-end, "
-                  "optimizer) weigh more.", ""]
+        up = best["samples_per_s_mean"] / b
+        s_rows = po[po["patchout"] == "structured"]
+        u_rows = po[po["patchout"] == "unstructured"]
+        lines += ["", f"Here: the fastest setting ({best['patchout']}, "
+                  f"{best['dropped_fraction_mean']:.0%} of the patches dropped) trains "
+                  f"{_fmt(up, '.2f')}x faster than no patchout."]
+        if len(s_rows) and len(u_rows):
+            lines[-1] += (f" At the largest amount, structured patchout gives "
+                          f"{_fmt(s_rows['samples_per_s_mean'].iloc[-1] / b, '.2f')}x and "
+                          f"unstructured {_fmt(u_rows['samples_per_s_mean'].iloc[-1] / b, '.2f')}x.")
+        if up < 3.8:
+            lines += ["", "The speed-up is smaller than the paper's 3.8x: at this scale the "
+                      "sequences are short (the token column), so attention, the cost that grows "
+                      "with the square of the length, is a small share of each step, and fixed "
+                      "costs (the mel front-end, the optimizer step, the loader) weigh more. The "
+                      "direction of the claim holds where the speed-up column exceeds 1.00x."]
+        lines.append("")
     else:
         lines += ["No patchout runs found.", ""]
     lines += ["## Claim 2 (PaSST): patchout keeps or improves accuracy",
@@ -245,13 +256,22 @@ def report(po: pd.DataFrame, c2f: pd.DataFrame, table1: pd.DataFrame | None, sca
         fine = c2f[c2f["method"] == "none"]
         if len(fine):
             fm, fs = float(fine["eval_map_mean"].iloc[0]), float(fine["eval_map_std"].iloc[0])
-            ok = c2f[(c2f["method"] != "none") & (c2f["eval_map_mean"] >= fm - fs)]
-            saved = 1 - c2f[c2f["method"] != "none"]["flops_rel_mean"]
-            lines += ["", f"Here: the schedules save {saved.min():.0%}-{saved.max():.0%} of the "
-                      f"training FLOPs; {len(ok)} of {int((c2f['method'] != 'none').sum())} are "
-                      f"within one standard deviation of fine-only accuracy ({fm:.3f} ± {fs:.3f}) "
-                      "or above. FLOPs are analytic (passt_lib.flops); wall-time savings are "
-                      "smaller on this CPU because the front-end and evaluation do not shrink.", ""]
+            sched = c2f[c2f["method"] != "none"]
+            ok = sched[sched["eval_map_mean"] >= fm - max(fs, 1e-9)]
+            saved_f, saved_t = 1 - sched["flops_rel_mean"], 1 - sched["time_rel_mean"]
+            lines += ["", f"Here: the schedules use {saved_f.min():.0%} to {saved_f.max():.0%} "
+                      f"fewer training FLOPs than fine-only training (analytic, passt_lib.flops) "
+                      f"and take {sched['time_rel_mean'].min():.2f}x to {sched['time_rel_mean'].max():.2f}x "
+                      "its training wall time; "
+                      f"{len(ok)} of {len(sched)} reach fine-only accuracy ({fm:.3f} ± {fs:.3f}) "
+                      "within one standard deviation or better."]
+            if (saved_t < saved_f - 0.05).any():
+                lines[-1] += (" Wall time saves less than FLOPs: the front-end, the evaluation "
+                              "and each phase's start-up (model rebuild, eval spectrograms) do "
+                              "not shrink with the token count, and they dominate short runs.")
+            if fs == 0 and int(fine["n_seeds"].iloc[0]) < 2:
+                lines[-1] += " With one seed there is no spread to judge accuracy differences by."
+            lines.append("")
     else:
         lines += ["No coarse-to-fine runs found.", ""]
     lines += ["## Table 1 replica (speed, memory, sequence length)", ""]
@@ -262,7 +282,8 @@ def report(po: pd.DataFrame, c2f: pd.DataFrame, table1: pd.DataFrame | None, sca
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for _, r in table1.iterrows():
             lines.append("| " + " | ".join(
-                _fmt(r[c], ".2f") if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+                _fmt(r[c], ".3f" if c == "paper_map" else ".2f") if isinstance(r[c], float)
+                else str(r[c]) for c in cols) + " |")
         lines += ["", "Measured on this machine at the study's scale (tiny width, short clips); "
                   "the paper's columns are AudioSet-size models on a Titan RTX. The ranking of "
                   "speeds, not their size, is the comparable part.", ""]
@@ -297,7 +318,9 @@ def _c2f_summary(df: pd.DataFrame) -> pd.DataFrame:
         df["time_rel"] = df["train_seconds"] / ft
     s = summarize(df, ["method", "schedule_used"],
                   ["eval_map", "train_flops", "train_seconds", "flops_rel", "time_rel"])
-    return s
+    s["_o"] = s["method"].map({k: i for i, k in enumerate(C2F_ORDER)})
+    s["_n"] = s["schedule_used"].str.count(",")
+    return s.sort_values(["_o", "_n"]).drop(columns=["_o", "_n"]).reset_index(drop=True)
 
 
 def _table1(speed: pd.DataFrame, po_runs: pd.DataFrame) -> pd.DataFrame | None:

@@ -1,0 +1,181 @@
+"""The notebooks: committed clean, parameters declared properly, and every one runs at smoke scale."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import yaml
+
+from passt_lib.study import experiments as E
+from passt_lib.study import figures, runner
+from passt_lib.study.atomic import read_json
+from passt_lib.study.notebook_params import notebook_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+KERNEL = "passt-study"
+PARAMS_CLASS = {"00_tour": E.TourParams, "10_patchout": E.PatchoutParams,
+                "20_coarse_to_fine": E.CoarseToFineParams, "30_speed": E.SpeedParams,
+                "90_figures": E.FiguresParams}
+
+
+def test_all_notebooks_present():
+    assert [p.stem for p in NOTEBOOKS] == list(PARAMS_CLASS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_committed_without_outputs(path):
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs"
+    assert "papermill" not in nb.metadata
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_first_and_consistent(path):
+    nb = nbformat.read(str(path), as_version=4)
+    assert "parameters" in nb.cells[0].metadata.get("tags", []), "the first cell holds the parameters"
+    ours = notebook_parameters(path)
+    assert list(papermill.inspect_notebook(str(path))) == list(ours)  # papermill reads them too
+    for name in ("scale", "seed", "out_dir"):
+        assert name in ours, f"{path.name} lacks the {name!r} parameter"
+    assert ours["scale"].default == "embedded"
+    # Every parameter except out_dir is validated by the notebook's params class.
+    fields = {f.name for f in dataclasses.fields(PARAMS_CLASS[path.stem])}
+    assert set(ours) - {"out_dir"} <= fields
+
+
+def test_undeclared_parameter_rejected(tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "s", "notebook": str(ROOT / "notebooks/10_patchout.ipynb"),
+                                     "grid": {"patchuot": ["time"]}}))
+    with pytest.raises(ValueError, match=r"'patchuot'.*declares: scale, seed"):
+        runner.load_study(study, results=tmp_path / "runs", kernel_name=KERNEL)
+
+
+@pytest.mark.parametrize("cls, bad, match", [
+    (E.PatchoutParams, {"patchout": "sideways"}, "patchout='sideways'"),
+    (E.PatchoutParams, {"amount": 1.5}, "fraction of patches"),
+    (E.PatchoutParams, {"scale": "huge"}, "scale='huge'"),
+    (E.CoarseToFineParams, {"method": "zoom"}, "method='zoom'"),
+    (E.CoarseToFineParams, {"schedule": "3-phase", "factor": 3}, "even"),
+    (E.TourParams, {"factor": 1}, "factor"),
+])
+def test_invalid_values_fail_with_a_clear_message(cls, bad, match):
+    with pytest.raises(ValueError, match=match):
+        cls(**bad)
+
+
+def test_patchout_amounts_drop_the_asked_fraction():
+    grid = (5, 29)
+    assert E.patchout_amounts(grid, "none", 0.0) == {"s_patchout_t": 0, "s_patchout_f": 0,
+                                                     "u_patchout": 0}
+    assert E.patchout_amounts(grid, "time", 0.6)["s_patchout_t"] == 17
+    assert E.patchout_amounts(grid, "unstructured", 0.3)["u_patchout"] == 44
+    s = E.patchout_amounts(grid, "structured", 0.6)
+    kept = (5 - s["s_patchout_f"]) * (29 - s["s_patchout_t"])
+    assert abs(1 - kept / 145 - 0.6) < 0.1
+
+
+def test_build_schedule():
+    assert E.build_schedule("none", "2-phase", 8) == "full:8"
+    assert E.build_schedule("pool", "2-phase", 8) == "pool:4x4,full:4"
+    assert E.build_schedule("patchify", "3-phase", 8) == "patchify:4x2,patchify:2x2,full:4"
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        E.build_schedule("pool", "2-phase", 1)
+
+
+# ----------------------------------------------------------------------------- executing
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    from jupyter_client.kernelspec import find_kernel_specs
+
+    if KERNEL not in find_kernel_specs():
+        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name",
+                        KERNEL], check=True, capture_output=True)
+    return KERNEL
+
+
+SMOKE_STUDIES = {
+    "tour": {"notebook": "notebooks/00_tour.ipynb", "grid": {"seed": [0]}},
+    "patchout": {"notebook": "notebooks/10_patchout.ipynb",
+                 "grid": [{"patchout": ["none"], "amount": [0.0]},
+                          {"patchout": ["structured"], "amount": [0.5]}]},
+    "coarse_to_fine": {"notebook": "notebooks/20_coarse_to_fine.ipynb",
+                       "fixed": {"epochs": 2, "factor": 2}, "grid": {"method": ["none", "pool"]}},
+    "speed": {"notebook": "notebooks/30_speed.ipynb",
+              "fixed": {"models": ["ast", "passt-s"], "steps": 1, "warmup": 1}, "grid": {"seed": [0]}},
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory, kernel):
+    """Every ablation notebook executed by the runner at scale='smoke', two at a time."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    specs = []
+    for name, spec in SMOKE_STUDIES.items():
+        path = tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"name": name, **spec,
+                                        "notebook": str(ROOT / spec["notebook"])}))
+        specs += runner.load_study(path, scale="smoke", results=tmp / "runs", kernel_name=kernel,
+                                   threads=1).runs
+    with ProcessPoolExecutor(2) as pool:
+        results = list(pool.map(runner.execute_run, specs))
+    return tmp, specs, results
+
+
+@pytest.mark.slow
+def test_every_notebook_runs_at_smoke_scale(smoke_runs):
+    _, specs, results = smoke_runs
+    for spec, r in zip(specs, results):
+        failed = read_json(Path(spec.run_dir) / "failed.json")
+        assert r["status"] == "done", (spec.study, failed and failed["traceback"])
+        d = Path(spec.run_dir)
+        for f in ("params.json", "env.json", "metrics.json", spec.output_notebook.name):
+            assert (d / f).exists(), f"{spec.study}: {f} missing"
+        assert read_json(d / "env.json")["versions"]["torch"]
+    by = {(s.study, s.params.get("patchout"), s.params.get("method")): read_json(
+        Path(s.run_dir) / "metrics.json") for s in specs}
+    none, structured = by[("patchout", "none", None)], by[("patchout", "structured", None)]
+    assert structured["tokens_train"] < none["tokens_train"] == none["tokens_eval"]
+    assert 0 <= structured["eval_map"] <= 1 and structured["samples_per_s"] > 0
+    fine, pool = by[("coarse_to_fine", None, "none")], by[("coarse_to_fine", None, "pool")]
+    assert pool["train_flops"] < fine["train_flops"]
+    assert [p["method"] for p in pool["phases"]] == ["pool", "full"]
+    tour_dir = Path(next(s.run_dir for s in specs if s.study == "tour"))
+    for fig in ("clip", "patch_grid", "patchout", "compression"):
+        assert (tour_dir / f"{fig}.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_figures_notebook_and_cli_are_byte_stable(smoke_runs, kernel, tmp_path):
+    tmp, _, _ = smoke_runs
+    out = tmp_path / "results"
+    papermill.execute_notebook(
+        str(ROOT / "notebooks/90_figures.ipynb"), str(tmp_path / "90.ipynb"),
+        parameters={"scale": "smoke", "runs": str(tmp / "runs"), "results": str(out),
+                    "out_dir": str(tmp_path / "fig_run")},
+        kernel_name=kernel, cwd=str(ROOT), progress_bar=False)
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert {p.stem for p in pngs} >= {"patchout_accuracy_vs_speed", "c2f_accuracy_vs_flops",
+                                      "table1_speed"}
+    assert all(p.with_suffix(".pdf").exists() for p in pngs)
+    table = (out / "tables" / "patchout.csv").read_text()
+    assert table.startswith("# source: 2 runs; commits ")
+    report = (out / "REPORT.md").read_text()
+    assert "Claim 1" in report and "3.8x" in report and "structured" in report
+    digest = {p: hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in sorted((out / "figures").iterdir())}
+    assert figures.main(["--runs", str(tmp / "runs"), "--results", str(out), "--scale", "smoke"]) == 0
+    assert digest == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in digest}
