@@ -157,3 +157,18 @@ def test_real_tiny_build_from_packages(tmp_path):
     srcs = {s.split(":")[1] for c in embedded.read_sources(cfg.eval_path) for s in c}
     assert srcs <= {"TimGM6mb", *S.EVAL_KITS, "espeak", "flite"}
     shutil.rmtree(tmp_path)
+
+
+def test_keywords_task_is_single_label(tmp_path):
+    rng = np.random.default_rng(0)
+    bank = {split: {w: [S.Sample(f"voice:{split}", (rng.standard_normal(3000) * 8000)
+                                 .astype(np.int16))] for w in S.DIGITS}
+            for split in ("train", "eval")}
+    params = embedded.build_params("smoke", task="keywords", n_train=10, n_eval=5)
+    out = embedded.build(params, tmp_path / "kw", workers=1, progress=False, bank=bank)
+    config = embedded._config_for(out, params)
+    assert config.task == "singlelabel" and config.n_classes == 10
+    train, evaluation = make_datasets(config)
+    _, target, _ = train[0]
+    assert target.dtype.is_floating_point is False and 0 <= int(target) < 10
+    assert {s for c in embedded.read_sources(out / "eval_mp3.hdf") for s in c} == {"voice:eval"}

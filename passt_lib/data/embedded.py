@@ -310,21 +310,33 @@ def keyword_bank(sample_rate: int, cache_dir: Path, workers: int = 2):
     return bank
 
 
-def asterisk_digits(params: dict):
-    """Real human digits (asterisk-core-sounds-en-wav) as test clips, or [] if not installed."""
+def asterisk_digits(params: dict, copies: int = 4):
+    """Real human digits (asterisk-core-sounds-en-wav) as test clips, or [] if not installed.
+
+    The package holds one recording per digit (one speaker); each is placed ``copies``
+    times at a random onset and level over a noise floor, drawn from the build seed.
+    """
     sr, n = params["sample_rate"], int(round(params["sample_rate"] * params["clip_seconds"]))
+    dirs = {Path(d).resolve() for d in ASTERISK_DIRS if Path(d).is_dir()}
     clips = []
-    for d in ASTERISK_DIRS:
+    for d in sorted(dirs):
         for label, _ in enumerate(S.DIGITS):
-            f = Path(d) / f"{label}.wav"
+            f = d / f"{label}.wav"
             if not f.is_file():
                 continue
             x, fsr = sf.read(f, dtype="float32")
-            x = fit_length(resample(x, fsr, sr), n)
-            x = x / max(np.abs(x).max(), 1e-6) * 0.5
-            name = f"emb_te_{len(clips):07d}"
-            clips.append((name, encode_mp3(x.astype(np.float32), sr), np.array([label]),
-                          [f"human:asterisk:{Path(d).parent.name}"]))
+            x = resample(to_mono(x), fsr, sr)[:n]
+            x = x / max(np.abs(x).max(), 1e-6)
+            for _ in range(copies):
+                rng = np.random.default_rng((params["seed"], SPLIT_IDS["test"], len(clips)))
+                clip = np.zeros(n, np.float32)
+                onset = int(rng.integers(0, n - len(x) + 1))
+                clip[onset : onset + len(x)] = x * np.float32(10 ** (rng.uniform(-12, -1) / 20))
+                clip += rng.standard_normal(n).astype(np.float32) * np.float32(
+                    10 ** (rng.uniform(-60, -30) / 20))
+                mp3 = encode_mp3(clip, sr)
+                clips.append((f"emb_te_{len(clips):07d}", mp3, np.array([label]),
+                              [f"human:asterisk:{d.parent.name}"], decoded_int16(mp3, n)))
     return clips
 
 
