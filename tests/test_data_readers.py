@@ -193,8 +193,22 @@ def test_decoded_cache_matches_and_is_reused(passt_file):
         assert torch.allclose(plain[i][0], cached[i][0], atol=1 / 32767)
     assert cached.cache_path().exists()
     again = PasstHDF5Dataset(path, cache=True, **kw)
-    again.preload()
-    assert again._decoded.shape == (4, SR)
+    waves, targets, names = again.stacked()
+    assert waves.shape == (4, SR) and targets.shape == (4, C) and names[3] == "clip3"
+    assert torch.allclose(waves[2], plain[2][0], atol=1 / 32767)
+    assert torch.equal(targets[1], plain[1][1])
+
+
+def test_stacked_skips_bad_entries(tmp_path):
+    clips = [tone(300, 0.5), b"garbage" * 30, tone(500, 0.5)]
+    path = write_passt(tmp_path / "bad.hdf", clips, np.eye(3, dtype=bool))
+    ds = PasstHDF5Dataset(path, sample_rate=SR, clip_seconds=0.5, n_classes=3, on_error="skip",
+                          cache=True, task="singlelabel")
+    waves, targets, names = ds.stacked()
+    assert names == ["clip0", "clip2"] and targets.tolist() == [0, 2] and list(ds.skipped) == [1]
+    strict = PasstHDF5Dataset(path, sample_rate=SR, clip_seconds=0.5, n_classes=3, cache=True)
+    with pytest.raises(ValueError, match="entry 1"):
+        strict.stacked()
 
 
 def test_concatenated_train_files_and_test_path(tmp_path):

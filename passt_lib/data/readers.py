@@ -254,6 +254,28 @@ class AudioDataset(torch.utils.data.Dataset):
                     log.warning("skipped %s", exc)
         return bad
 
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """Every clip at once from the decoded cache: (waves float32 (N, S), targets, names).
+
+        Much faster than stacking items one by one. Targets are float32 (N, C), or int64
+        (N,) for single-label tasks. Unreadable entries raise, or are left out under
+        ``on_error="skip"`` (and recorded in ``skipped``).
+        """
+        if self._decoded is None:
+            self.preload()
+        keep = np.array([i for i in range(len(self)) if i not in self._bad], dtype=np.int64)
+        for i, why in self._bad.items():
+            if i not in self.skipped:
+                self.skipped[i] = why
+                log.warning("skipped %s", why)
+        waves = torch.from_numpy(np.asarray(self._decoded)[keep]).float() / 32767.0  # (N, S)
+        targets = np.asarray(self.targets())[keep]  # (N, C)
+        if self.task == "singlelabel":
+            y = torch.from_numpy(targets.argmax(axis=1)).long()  # (N,)
+        else:
+            y = torch.from_numpy(targets.astype(np.float32))
+        return waves, y, [self._name(int(i)) for i in keep]
+
     def skip_report(self) -> str:
         if not self.skipped:
             return f"{self.path}: nothing skipped"
