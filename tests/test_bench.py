@@ -112,7 +112,7 @@ def test_reference_bench_end_to_end(tmp_path, capsys):
 
     out = tmp_path / "reference.csv"
     assert main(["reference", "--depth", "1", "--width", "tiny", "--tdim", "100",
-                 "--steps", "1", "--warmup", "0", "--out", str(out)]) == 0
+                 "--steps", "1", "--warmup", "0", "--matmul-size", "256", "--out", str(out)]) == 0
     with open(out) as f:
         rows = list(csv.DictReader(f))
     steps = {r["name"]: r for r in rows if r["kind"] == "step"}
@@ -133,7 +133,8 @@ def test_table_bench_two_tiny_models(tmp_path):
 
     out = tmp_path / "table.csv"
     assert main(["table", "--scale", "smoke", "--models", "ast", "passt-s", "--steps", "1",
-                 "--warmup", "0", "--batch", "2", "--out", str(out)]) == 0
+                 "--warmup", "0", "--batch", "2", "--matmul-size", "256",
+                 "--out", str(out)]) == 0
     with open(out) as f:
         rows = {r["preset"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"ast", "passt-s"}

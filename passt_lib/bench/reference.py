@@ -111,6 +111,7 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per variant")
     p.add_argument("--precision", default="auto", help="our 'as we ship it' precision")
+    p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n peak matmul")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="torch.compile our models")
@@ -150,7 +151,7 @@ def run(args) -> tuple[list[dict], list[dict]]:
                 runners.setdefault((impl, n), step)
                 steps[key] = step
     common.log(f"measuring matmul peaks, counting FLOPs, then timing {len(steps)} variants")
-    peaks = {p: common.matmul_peak(device, p) for p in precisions}
+    peaks = {p: common.matmul_peak(device, p, n=args.matmul_size) for p in precisions}
     flops = {}
     for key, step in steps.items():
         impl, short, _ = key.split("-")

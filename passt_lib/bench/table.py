@@ -59,6 +59,7 @@ def parse_args(argv):
     p.add_argument("--interleave", choices=("auto", "yes", "no"), default="auto",
                    help="time all models round-robin (auto: yes unless paper scale on CPU, "
                         "where keeping every base model resident needs too much memory)")
+    p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n peak matmul")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="torch.compile each model")
@@ -129,7 +130,7 @@ def measure(args) -> tuple[list[dict], dict[str, str]]:
     precision = resolve_precision(args.precision, device)
     interleave = args.interleave == "yes" or (
         args.interleave == "auto" and not (args.scale == "paper" and device.type == "cpu"))
-    peak = common.matmul_peak(device, precision)
+    peak = common.matmul_peak(device, precision, n=args.matmul_size)
     torch.manual_seed(0)
 
     results: dict[str, tuple[Entry, common.Timing, common.Timing]] = {}
