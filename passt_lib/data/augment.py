@@ -60,10 +60,10 @@ def wave_mixup(wave: torch.Tensor, target: torch.Tensor, *, fraction: float = 0.
     partner = torch.randperm(b, generator=generator)[:n_mix]
     lam = mixup_lambda(n_mix, alpha, generator).to(wave.dtype)  # (n_mix,)
     out_w, out_t = wave.clone(), target.clone()
-    x1 = wave[chosen] - wave[chosen].mean(dim=1, keepdim=True)  # (n_mix, S)
-    x2 = wave[partner] - wave[partner].mean(dim=1, keepdim=True)
-    mixed = lam[:, None] * x1 + (1 - lam[:, None]) * x2
-    out_w[chosen] = mixed - mixed.mean(dim=1, keepdim=True)
+    x1, x2 = wave[chosen], wave[partner]  # (n_mix, S)
+    m1, m2 = x1.mean(dim=1), x2.mean(dim=1)  # (n_mix,)
+    # lam * (x1 - m1) + (1 - lam) * (x2 - m2): zero-mean by construction
+    out_w[chosen] = torch.lerp(x2, x1, lam[:, None]) - (lam * m1 + (1 - lam) * m2)[:, None]
     lt = lam.to(target.dtype)[:, None]
     out_t[chosen] = lt * target[chosen] + (1 - lt) * target[partner]
     return out_w, out_t
@@ -107,8 +107,12 @@ def random_roll(wave: torch.Tensor, max_fraction: float = 0.5,
         return wave
     b, s = wave.shape
     m = int(max_fraction * s)
-    shifts = torch.randint(-m, m + 1, (b,), generator=generator)  # (B,)
-    return torch.stack([torch.roll(w, int(k)) for w, k in zip(wave, shifts)])  # (B, S)
+    shifts = torch.randint(-m, m + 1, (b,), generator=generator) % s  # (B,) in [0, S)
+    out = torch.empty_like(wave)
+    for i, k in enumerate(shifts.tolist()):  # two slice copies per row: cheaper than torch.roll
+        out[i, k:] = wave[i, : s - k]
+        out[i, :k] = wave[i, s - k :]
+    return out
 
 
 def augment_batch(wave: torch.Tensor, target: torch.Tensor, config, n_classes: int | None = None,
