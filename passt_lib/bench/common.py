@@ -37,11 +37,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.flop_counter import (
-    FlopCounterMode,
-    sdpa_backward_flop_count,
-    sdpa_flop_count,
-)
 
 from passt_lib.precision import autocast, resolve_precision
 
@@ -209,35 +204,15 @@ class InferStep:
 
 
 # ----------------------------------------------------------------------------- FLOPs
-def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query, key, value)
-
-
-def _sdpa_cpu_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_backward_flop_count(grad_out, query, key, value)
-
-
-def _custom_flop_mapping() -> dict:
-    # FlopCounterMode has formulas for the CUDA attention kernels but none for
-    # the CPU flash-attention kernel; without these it counts attention as zero.
-    aten = torch.ops.aten
-    mapping = {}
-    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu_flops
-    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
-        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = (
-            _sdpa_cpu_backward_flops
-        )
-    return mapping
-
-
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs (2 per multiply-add) of one call of ``fn``, counted by ``FlopCounterMode``.
 
     Backward is included when ``fn`` calls ``.backward()``; the element-wise
     optimiser update is not counted (FlopCounterMode counts matmuls/convolutions).
     """
-    with FlopCounterMode(display=False, custom_mapping=_custom_flop_mapping()) as counter:
+    from passt_lib.flops import flop_counter  # FlopCounterMode that also counts CPU attention
+
+    with flop_counter() as counter:
         fn()
     return int(counter.get_total_flops())
 
