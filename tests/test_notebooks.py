@@ -115,7 +115,8 @@ SMOKE_STUDIES = {
     "coarse_to_fine": {"notebook": "notebooks/20_coarse_to_fine.ipynb",
                        "fixed": {"epochs": 2, "factor": 2}, "grid": {"method": ["none", "pool"]}},
     "speed": {"notebook": "notebooks/30_speed.ipynb",
-              "fixed": {"models": ["ast", "passt-s"], "steps": 1, "warmup": 1}, "grid": {"seed": [0]}},
+              "fixed": {"models": ["ast", "passt-s"], "steps": 1, "warmup": 1,
+                        "scaling_seconds": [0.5, 1.0], "scaling_models": ["ast", "passt-s"]}, "grid": {"seed": [0]}},
 }
 
 
@@ -169,7 +170,7 @@ def test_figures_notebook_and_cli_are_byte_stable(smoke_runs, kernel, tmp_path):
         kernel_name=kernel, cwd=str(ROOT), progress_bar=False)
     pngs = sorted((out / "figures").glob("*.png"))
     assert {p.stem for p in pngs} >= {"patchout_accuracy_vs_speed", "c2f_accuracy_vs_flops",
-                                      "table1_speed"}
+                                      "table1_speed", "scaling"}
     assert all(p.with_suffix(".pdf").exists() for p in pngs)
     table = (out / "tables" / "patchout.csv").read_text()
     assert table.startswith("# source: 2 runs; commits ")

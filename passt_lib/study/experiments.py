@@ -304,6 +304,8 @@ class SpeedParams:
                                "passt-s-n", "cnn14", "mn10")
     steps: int = 5
     warmup: int = 2
+    scaling_seconds: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
+    scaling_models: tuple[str, ...] = ("ast", "passt-s", "passt-s-n", "cnn14")
     precision: str = "auto"
     device: str = "auto"
     epochs: int = 0  # unused; shared checks
@@ -313,7 +315,10 @@ class SpeedParams:
     def __post_init__(self) -> None:
         from passt_lib.bench.table import DISPLAY
 
-        object.__setattr__(self, "models", tuple(self.models))
+        for name in ("models", "scaling_seconds", "scaling_models"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if any(x <= 0 for x in self.scaling_seconds):
+            raise ValueError(f"scaling_seconds must be positive, got {list(self.scaling_seconds)}")
         _common_checks(self)
         for m in self.models:
             _choice("models entry", m, DISPLAY)
@@ -333,7 +338,20 @@ def run_speed(p: SpeedParams, out_dir: str | Path) -> dict[str, Any]:
                              "--device", p.device])
     rows, env = table.measure(args)
     common.write_csv(Path(out_dir) / "table.csv", rows, env)
-    return {"rows": rows, "bench_env": env}
+    scaling_rows = []
+    if p.scaling_seconds:
+        from passt_lib.bench import scaling
+        from passt_lib.scales import get_scale
+
+        s = get_scale(p.scale)
+        sargs = scaling.parse_args([
+            "--seconds", *map(str, p.scaling_seconds), "--models", *p.scaling_models,
+            "--width", s.width, "--n-mels", str(s.n_mels), "--steps", str(p.steps),
+            "--warmup", str(p.warmup), "--precision", p.precision, "--device", p.device,
+            *(["--depth", str(s.depth)] if s.depth else [])])
+        scaling_rows, _ = scaling.run(sargs)
+        common.write_csv(Path(out_dir) / "scaling.csv", scaling_rows, env)
+    return {"rows": rows, "scaling_rows": scaling_rows, "bench_env": env}
 
 
 def params_from(cls, values: dict[str, Any]):

@@ -152,19 +152,19 @@ def speed_figure(table: pd.DataFrame):
 
 
 def scaling_figure(df: pd.DataFrame):
-    """Training throughput against sequence length (or input length), one line per model."""
-    fig, ax = style.figure("column", 2.4)
-    x = "seq_len" if "seq_len" in df else df.columns[1]
-    y = "train_samples_per_s" if "train_samples_per_s" in df else df.columns[2]
-    for name, r in df.groupby("model" if "model" in df else df.columns[0], sort=False):
-        r = r.sort_values(x)
-        ax.plot(r[x], r[y], "o-", label=str(name))
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(x.replace("_", " "))
-    ax.set_ylabel(y.replace("_", " "))
-    ax.set_title("scaling with sequence length")
-    ax.legend(fontsize=6)
+    """Training step time and memory per sample against clip length, log-log, per model."""
+    fig, axes = style.figure("page", 2.4, ncols=2)
+    for name, r in df.groupby("model", sort=False):
+        r = r.sort_values("seconds")
+        axes[0].plot(r["seconds"], r["step_s"], "o-", label=str(name))
+        axes[1].plot(r["seconds"], r["mem_mib_per_sample"], "o-", label=str(name))
+    for ax, label in zip(axes, ("training step (s)", "memory per sample (MiB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("clip length (s)")
+        ax.set_ylabel(label)
+    axes[0].set_title("cost against clip length")
+    axes[0].legend(fontsize=6)
     return fig
 
 
