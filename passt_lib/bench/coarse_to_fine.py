@@ -1,0 +1,220 @@
+"""Coarse-to-fine training against fine-only training, at the same number of epochs.
+
+For one preset and scale, trains (``passt_lib.train.train``) a fine-only run
+``full:N`` and, for each compression method, a 2-phase schedule
+``METHOD:kxA,full:B`` (A = N // 2) and a 3-phase schedule
+``METHOD:kxA,METHOD:(k/2)xA,full:B`` (A = round(N / 3)), over several seeds.
+Writes one row per run to ``results/bench/coarse_to_fine.csv`` (schedule,
+method, seed, train_flops, train_seconds, eval_map, per-phase details and the
+environment) and prints savings against fine-only (training FLOPs and
+training wall time) with eval mAP as mean +- std over seeds.
+
+``train_flops`` is analytic (``passt_lib.flops``: token counts after
+compression and patchout) times the samples trained; ``train_seconds`` is the
+wall time of the training epochs as ``train`` records it (front-end and
+augmentation included, evaluation excluded), and ``train_cpu_seconds`` the
+process CPU time of the whole run, which is steadier on a shared machine.
+
+Runs are kept under ``--run-root`` and reused when their ``metrics.json``
+exists (``--rerun`` trains again), so an interrupted benchmark resumes.
+
+    python -m passt_lib.bench coarse-to-fine                  # 7 schedules x 3 seeds
+    python -m passt_lib.bench coarse-to-fine --quick          # 1 seed, 3 epochs, fewer draws
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from passt_lib.bench import common
+from passt_lib.schedule import format_schedule, parse_schedule
+
+METHODS = ("frame_shift", "pool", "patchify")
+FINE = "fine-only"
+
+
+def schedules(epochs: int, factor: int, methods: Sequence[str], n_phases: Sequence[int]
+              ) -> list[tuple[str, str]]:
+    """(method label, compact schedule) pairs: fine-only first, then each method's schedules."""
+    if factor < 2:
+        raise ValueError(f"factor must be >= 2, got {factor}")
+    out = [(FINE, f"full:{epochs}")]
+    for m in methods:
+        for n in n_phases:
+            if n == 2:
+                a = epochs // 2
+                if a < 1:
+                    raise ValueError(f"a 2-phase schedule needs epochs >= 2, got {epochs}")
+                s = f"{m}:{factor}x{a},full:{epochs - a}"
+            elif n == 3:
+                a = max(1, round(epochs / 3))
+                if factor // 2 < 2 or epochs - 2 * a < 1:
+                    raise ValueError(
+                        f"a 3-phase schedule needs factor >= 4 and epochs >= 3, got factor "
+                        f"{factor}, epochs {epochs}")
+                s = f"{m}:{factor}x{a},{m}:{factor // 2}x{a},full:{epochs - 2 * a}"
+            else:
+                raise ValueError(f"phase counts are 2 or 3, got {n}")
+            out.append((m, format_schedule(parse_schedule(s))))
+    return out
+
+
+def _run_dir(root: Path, schedule: str, seed: int) -> Path:
+    return root / schedule.replace(":", "-").replace(",", "_") / f"seed{seed}"
+
+
+def run_one(args, schedule: str, seed: int) -> tuple[dict, float | None]:
+    """Train one schedule / seed (or reuse a finished run); returns (metrics, cpu seconds)."""
+    from passt_lib.train import TrainConfig, train
+
+    out_dir = _run_dir(args.run_root, schedule, seed)
+    metrics_path = out_dir / "metrics.json"
+    if metrics_path.exists() and not args.rerun:
+        metrics = json.loads(metrics_path.read_text())
+        return metrics, metrics.get("c2f_cpu_seconds")
+    data_overrides = {"num_samples": args.samples_per_epoch} if args.samples_per_epoch else {}
+    config = TrainConfig.for_scale(
+        args.model, args.scale, schedule=schedule, seed=seed, out_dir=str(out_dir),
+        precision=args.precision, device=args.device, progress=args.progress,
+        data_overrides=data_overrides)
+    cpu0 = time.process_time()
+    result = train(config)
+    cpu = time.process_time() - cpu0
+    metrics = {**result.metrics, "c2f_cpu_seconds": cpu}
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics, cpu
+
+
+def _row(method: str, schedule: str, seed: int, m: dict, cpu: float | None) -> dict:
+    phases = m.get("phases", [])
+    return {
+        "schedule": schedule,
+        "method": method,
+        "seed": seed,
+        "train_flops": m.get("train_flops"),
+        "train_seconds": m.get("train_seconds"),
+        "eval_map": m.get("eval_map"),
+        "train_cpu_seconds": cpu,
+        "n_phases": len(phases),
+        "epochs": m.get("epochs"),
+        "train_samples": m.get("train_samples"),
+        "phase_methods": ";".join(f"{p['method']}x{p['factor']}" for p in phases),
+        "phase_epochs": ";".join(str(p["epochs"]) for p in phases),
+        "phase_tokens": ";".join(str(p.get("tokens")) for p in phases),
+        "phase_train_flops": ";".join(f"{p.get('train_flops', 0):.4g}" for p in phases),
+        "phase_train_seconds": ";".join(f"{p['train_seconds']:.2f}" for p in phases),
+        "phase_eval_map": ";".join(f"{p.get('eval_map', float('nan')):.4f}" for p in phases),
+        "model": m.get("preset"),
+        "scale": m.get("scale"),
+    }
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize(rows: Sequence[dict]) -> list[dict]:
+    """One line per schedule: means over seeds and savings against fine-only (same seeds)."""
+    by_schedule: dict[str, list[dict]] = {}
+    for r in rows:
+        by_schedule.setdefault(r["schedule"], []).append(r)
+    fine = next((rs for rs in by_schedule.values() if rs[0]["method"] == FINE), None)
+    if fine is None:
+        raise ValueError("the summary needs the fine-only runs")
+    fine_flops = _mean_std([r["train_flops"] for r in fine])[0]
+    fine_sec = _mean_std([r["train_seconds"] for r in fine])[0]
+    fine_cpu = _mean_std([r["train_cpu_seconds"] for r in fine])[0]
+    out = []
+    for schedule, rs in by_schedule.items():
+        flops = _mean_std([r["train_flops"] for r in rs])[0]
+        sec, sec_sd = _mean_std([r["train_seconds"] for r in rs])
+        cpu = _mean_std([r["train_cpu_seconds"] for r in rs])[0]
+        mean_map, sd_map = _mean_std([r["eval_map"] for r in rs])
+        out.append({
+            "schedule": schedule, "method": rs[0]["method"], "seeds": len(rs),
+            "train_flops": flops, "flops_saving": 1 - flops / fine_flops,
+            "train_seconds": sec, "seconds_sd": sec_sd, "time_saving": 1 - sec / fine_sec,
+            "cpu_saving": 1 - cpu / fine_cpu if cpu == cpu and fine_cpu else float("nan"),
+            "map_mean": mean_map, "map_sd": sd_map,
+        })
+    return out
+
+
+def parse_args(argv: Sequence[str] | None):
+    p = argparse.ArgumentParser(
+        prog="passt-study bench coarse-to-fine",
+        description="Coarse-to-fine schedules against fine-only training (FLOPs, wall time, mAP).")
+    p.add_argument("--model", default="passt-s", help="preset (a PaSST or AST)")
+    p.add_argument("--scale", default="embedded")
+    p.add_argument("--epochs", type=int, default=None, help="total epochs (default: the scale's)")
+    p.add_argument("--factor", type=int, default=4, help="compression of the first phase")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--phases", nargs="+", type=int, default=[2, 3], choices=(2, 3),
+                   help="phase counts of the coarse-to-fine schedules")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--samples-per-epoch", type=int, default=None,
+                   help="training draws per epoch (default: the dataset's)")
+    p.add_argument("--quick", action="store_true",
+                   help="1 seed, 3 epochs of 256 draws: checks the command, not the result")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--progress", action="store_true", help="show the training progress bar")
+    p.add_argument("--rerun", action="store_true", help="train again even if a run finished")
+    p.add_argument("--run-root", type=Path, default=Path("results/runs/coarse_to_fine"))
+    p.add_argument("--out", type=Path, default=common.RESULTS_DIR / "coarse_to_fine.csv")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds = args.seeds[:1]
+        args.epochs = args.epochs or 3
+        args.samples_per_epoch = args.samples_per_epoch or 256
+        args.run_root = args.run_root.with_name(args.run_root.name + "_quick")
+        if args.out == common.RESULTS_DIR / "coarse_to_fine.csv":
+            args.out = common.RESULTS_DIR / "coarse_to_fine_quick.csv"
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from passt_lib.scales import get_scale
+
+    args = parse_args(argv)
+    common.set_threads(args.threads)
+    epochs = args.epochs or get_scale(args.scale).epochs
+    plan = schedules(epochs, args.factor, args.methods, args.phases)
+    rows = []
+    for method, schedule in plan:
+        for seed in args.seeds:
+            t0 = time.perf_counter()
+            m, cpu = run_one(args, schedule, seed)
+            rows.append(_row(method, schedule, seed, m, cpu))
+            print(f"{schedule:<40} seed {seed}: mAP {m.get('eval_map', float('nan')):.4f}, "
+                  f"{m.get('train_flops', 0):.3e} FLOPs, {m.get('train_seconds', 0):.1f} s train "
+                  f"({time.perf_counter() - t0:.0f} s this call)", flush=True)
+    device = rows and m.get("device", args.device)
+    env = common.env_info(common.pick_device(device), m.get("precision", args.precision))
+    path = common.write_csv(args.out, rows, env)
+    common.print_env(env)
+    summary = summarize(rows)
+    print(common.format_table(summary, [
+        "schedule", "seeds", "flops_saving", "time_saving", "cpu_saving", "map_mean", "map_sd"]))
+    for s in summary:
+        two_phase_k = s["schedule"].count(",") == 1 and f":{args.factor}x" in s["schedule"]
+        if s["method"] != FINE and two_phase_k:
+            ok = s["flops_saving"] >= 0.35 and s["time_saving"] >= 0.25
+            print(f"target (>= 35% FLOPs, >= 25% wall time) {'met' if ok else 'NOT met'} by "
+                  f"{s['schedule']}: {100 * s['flops_saving']:.1f}% FLOPs, "
+                  f"{100 * s['time_saving']:.1f}% wall time")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
