@@ -251,3 +251,21 @@ def test_enter_phase_same_resolution_returns_the_model():
     assert isinstance(transform, TimePool) and transform.mode == "max"
     again, _, _ = enter_phase(pooled, MelConfig(n_mels=32), Phase("pool", 2, 3))
     assert again is pooled
+
+
+# passt-s, passt-b and ast are covered above; these add stride 16, stride 14, unstructured
+# patchout and block selection.
+@pytest.mark.parametrize("preset", ["passt-s-n", "passt-s-14", "passt-u", "passt-s-l", "ast-n"])
+def test_every_preset_goes_coarse_and_back(preset):
+    from passt_lib.scales import model_overrides
+
+    over = model_overrides(PaSSTConfig.preset(preset), "embedded")  # 64 x 300, patchout rescaled
+    cfg = PaSSTConfig.preset(preset, width="tiny", **over, embed_dim=32, num_heads=2, depth=2,
+                             n_classes=3)
+    model = build_model(cfg)
+    for phase in (Phase("pool", 2, 1), Phase("patchify", 2, 1), Phase("full", 1, 1)):
+        model, _, transform = enter_phase(model, MelConfig(n_mels=64), phase)
+        model.train()
+        logits = model(transform(torch.randn(2, 64, cfg.input_tdim)))
+        assert logits.shape == (2, 3)
+    assert model.config == cfg
