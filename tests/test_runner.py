@@ -194,23 +194,39 @@ def test_resume_after_kill_runs_only_unfinished(tmp_path):
     assert read_json(d2 / "metrics.json")["value"] == 20
 
 
-@pytest.mark.slow
 def test_kernel_start_failure_is_retried(tmp_path, monkeypatch):
     path = make_study(tmp_path, {"x": [5]})
     spec = load(tmp_path, path).runs[0]
     calls = []
-    real = runner._execute_notebook
 
-    def flaky(s):
+    def flaky(s):  # the kernel fails to start once, then the notebook runs (in-process here)
+        from passt_lib.study.rundir import start_run
+
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("Kernel didn't respond in 60 seconds")
-        real(s)
+        start_run(s.run_dir, "tiny", s.params).finish({"value": 50})
 
     monkeypatch.setattr(runner, "_execute_notebook", flaky)
     monkeypatch.setattr(runner.time, "sleep", lambda s: None)
     assert runner.execute_run(spec)["status"] == "done"
     assert len(calls) == 2
+
+
+def test_failing_cell_is_not_retried(tmp_path, monkeypatch):
+    from papermill.exceptions import PapermillExecutionError
+
+    path = make_study(tmp_path, {"x": [5]})
+    spec = load(tmp_path, path).runs[0]
+    calls = []
+
+    def failing(s):
+        calls.append(1)
+        raise PapermillExecutionError(2, 1, "ValueError: bad", "ValueError", "bad", [])
+
+    monkeypatch.setattr(runner, "_execute_notebook", failing)
+    r = runner.execute_run(spec)
+    assert r["status"] == "failed" and r["error"] == "ValueError: bad" and len(calls) == 1
 
 
 def test_notebook_without_metrics_counts_as_failed(tmp_path, monkeypatch):

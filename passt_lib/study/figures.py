@@ -158,9 +158,16 @@ def scaling_figure(df: pd.DataFrame):
         r = r.sort_values("seconds")
         axes[0].plot(r["seconds"], r["step_s"], "o-", label=str(name))
         axes[1].plot(r["seconds"], r["mem_mib_per_sample"], "o-", label=str(name))
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    xs = sorted(df["seconds"].unique())
     for ax, label in zip(axes, ("training step (s)", "memory per sample (MiB)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("clip length (s)")
         ax.set_ylabel(label)
     axes[0].set_title("cost against clip length")

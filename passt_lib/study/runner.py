@@ -373,7 +373,7 @@ def _run_submitit(study: Study, todo: list[RunSpec], record, *, cluster: str | N
     ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     params = {"timeout_min": 60, "name": f"passt-{study.name}", **study.slurm}
     ex.update_parameters(**params)
-    jobs = [(spec, ex.submit(execute_run, spec)) for spec in todo]
+    jobs = list(zip(todo, ex.map_array(execute_run, todo)))  # one SLURM job array
     for spec, job in jobs:
         try:
             record(job.result())
