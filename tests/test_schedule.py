@@ -74,3 +74,32 @@ def test_phase_is_frozen_and_validated():
         Phase("pool", 2, 1, pool_mode="median")
     with pytest.raises(ValueError, match="patchout policy"):
         Phase("pool", 2, 1, patchout="half")
+
+
+def test_benchmark_schedules_keep_the_epoch_budget():
+    from passt_lib.bench.coarse_to_fine import FINE, schedules
+
+    plan = schedules(8, 4, ["pool", "patchify"], [2, 3])
+    assert plan[0] == (FINE, "full:8")
+    assert ("pool", "pool:4x4,full:4") in plan
+    assert ("patchify", "patchify:4x3,patchify:2x3,full:2") in plan
+    assert all(total_epochs(parse_schedule(s)) == 8 for _, s in plan)
+    with pytest.raises(ValueError, match="3-phase"):
+        schedules(8, 2, ["pool"], [3])
+
+
+def test_benchmark_summary_savings():
+    from passt_lib.bench.coarse_to_fine import FINE, summarize
+
+    def row(method, schedule, seed, flops, sec, m):
+        return {"method": method, "schedule": schedule, "seed": seed, "train_flops": flops,
+                "train_seconds": sec, "train_cpu_seconds": sec, "eval_map": m}
+
+    rows = [row(FINE, "full:2", s, 100.0, 10.0, 0.5 + 0.1 * s) for s in (0, 1)]
+    rows += [row("pool", "pool:4x1,full:1", s, 60.0, 7.0, 0.4) for s in (0, 1)]
+    out = {r["schedule"]: r for r in summarize(rows)}
+    assert out["full:2"]["flops_saving"] == 0
+    assert out["pool:4x1,full:1"]["flops_saving"] == pytest.approx(0.4)
+    assert out["pool:4x1,full:1"]["time_saving"] == pytest.approx(0.3)
+    assert out["full:2"]["map_mean"] == pytest.approx(0.55)
+    assert out["full:2"]["map_sd"] == pytest.approx(0.0707, abs=1e-3)
