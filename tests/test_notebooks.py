@@ -180,3 +180,51 @@ def test_figures_notebook_and_cli_are_byte_stable(smoke_runs, kernel, tmp_path):
               for p in sorted((out / "figures").iterdir())}
     assert figures.main(["--runs", str(tmp / "runs"), "--results", str(out), "--scale", "smoke"]) == 0
     assert digest == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in digest}
+
+
+# ----------------------------------------------------------------------------- figures, no kernels
+
+
+def _fake_run(root: Path, study: str, notebook: str, params: dict, metrics: dict | None,
+              hash_ok: bool = True) -> None:
+    from passt_lib.study.atomic import atomic_write_json
+    from passt_lib.study.rundir import config_hash
+
+    h = config_hash(notebook, params)
+    d = root / study / h
+    atomic_write_json(d / "params.json", {"notebook": notebook, "config_hash": h, "params": params})
+    atomic_write_json(d / "env.json", {"commit": "abc1234def", "dirty": False,
+                                       "versions": {"torch": "2.11.0"}})
+    if metrics is not None:
+        atomic_write_json(d / "metrics.json", {"config_hash": h if hash_ok else "stale", **metrics})
+
+
+def test_figures_from_stored_runs_only_count_finished_ones(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, (m_none, m_s) in enumerate([(0.30, 0.32), (0.34, 0.30)]):
+        base = {"scale": "embedded", "seed": seed, "preset": "passt-b"}
+        _fake_run(runs, "patchout", "10_patchout", {**base, "patchout": "none", "amount": 0.0},
+                  {"eval_map": m_none, "samples_per_s": 100.0, "peak_memory_mb": 10.0,
+                   "tokens_train": 147, "dropped_fraction": 0.0, "train_seconds": 10.0})
+        _fake_run(runs, "patchout", "10_patchout",
+                  {**base, "patchout": "structured", "amount": 0.6},
+                  {"eval_map": m_s, "samples_per_s": 180.0 + 2 * seed, "peak_memory_mb": 6.0,
+                   "tokens_train": 62, "dropped_fraction": 0.59, "train_seconds": 6.0})
+    base = {"scale": "embedded", "seed": 9, "preset": "passt-b", "patchout": "time"}
+    _fake_run(runs, "patchout", "10_patchout", {**base, "amount": 0.3}, None)  # killed run
+    _fake_run(runs, "patchout", "10_patchout", {**base, "amount": 0.6}, {"eval_map": 9.0},
+              hash_ok=False)  # stale metrics from other parameters
+    df = figures.load_runs(runs, "patchout", "embedded")
+    assert len(df) == 4 and set(df["patchout"]) == {"none", "structured"}
+    s = figures.summarize(df, ["patchout", "amount"], ["eval_map", "samples_per_s"])
+    row = s[s["patchout"] == "structured"].iloc[0]
+    assert row["n_seeds"] == 2 and row["eval_map_mean"] == pytest.approx(0.31)
+    assert row["eval_map_std"] == pytest.approx(0.01414, abs=1e-4)
+    made = figures.render_all(runs, tmp_path / "out", scale="embedded")
+    assert made["n_runs"] == 4
+    report = made["report"].read_text()
+    assert "1.81x faster than no patchout" in report  # mean 181 / 100
+    assert "1 of 1 patchout settings are within one standard deviation" in report
+    assert "No coarse-to-fine runs found" in report and "No speed run found" in report
+    assert (tmp_path / "out/tables/patchout.csv").read_text().startswith(
+        "# source: 4 runs; commits abc1234def; torch 2.11.0")
