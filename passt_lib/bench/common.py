@@ -217,15 +217,34 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_peak(device="cpu", precision: str = "fp32", n: int = 2048, steps: int = 5) -> float:
+class MatmulStep:
+    """``repeats`` (n x n) @ (n x n) matmuls at ``precision``: the peak a step is compared with.
+
+    Being a plain callable, it can join :func:`time_interleaved` next to the
+    models, so that the peak is measured under the same machine load as they are.
+    """
+
+    def __init__(self, device="cpu", precision: str = "fp32", n: int | None = None,
+                 repeats: int = 3):
+        device = torch.device(device)
+        n = n or (8192 if device.type == "cuda" else 2048)
+        self.precision = resolve_precision(precision, device)
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+        self.a = torch.randn(n, n, device=device, dtype=dtype[self.precision])
+        self.b = torch.randn(n, n, device=device, dtype=dtype[self.precision])
+        self.flops = 2.0 * n**3 * repeats
+        self.repeats = repeats
+
+    def __call__(self) -> None:
+        for _ in range(self.repeats):
+            self.a @ self.b
+
+
+def matmul_peak(device="cpu", precision: str = "fp32", n: int | None = None,
+                steps: int = 5) -> float:
     """FLOP/s of an (n x n) @ (n x n) matmul at ``precision`` (median of ``steps``)."""
-    device = torch.device(device)
-    precision = resolve_precision(precision, device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    timing = time_fn(lambda: a @ b, steps=steps, warmup=2, device=device)
-    return 2.0 * n**3 / timing.median
+    step = MatmulStep(device, precision, n, repeats=1)
+    return step.flops / time_fn(step, steps=steps, warmup=2, device=device).median
 
 
 # ----------------------------------------------------------------------------- memory

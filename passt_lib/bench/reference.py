@@ -94,7 +94,8 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per variant")
     p.add_argument("--precision", default="auto", help="our 'as we ship it' precision")
-    p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n peak matmul")
+    p.add_argument("--matmul-size", type=int, default=None,
+                   help="n of the n x n peak matmul (default 2048 on CPU, 8192 on GPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="torch.compile our models")
@@ -133,16 +134,18 @@ def run(args) -> tuple[list[dict], list[dict]]:
                                         optimizer=shared.optimizer if shared else None)
                 runners.setdefault((impl, n), step)
                 steps[key] = step
-    common.log(f"measuring matmul peaks, counting FLOPs, then timing {len(steps)} variants")
-    peaks = {p: common.matmul_peak(device, p, n=args.matmul_size) for p in precisions}
+    common.log(f"counting FLOPs, then timing {len(steps)} variants and the matmul peaks")
+    matmuls = {p: common.MatmulStep(device, p, n=args.matmul_size) for p in precisions}
     flops = {}
     for n in names:  # FLOPs do not depend on precision: count one step per model
         short = n.split("-")[1].upper()
         for impl, model in (("ref", refs[n]), ("ours", ours[n])):  # uncompiled
             flops[(impl, short)] = common.count_flops(
                 common.TrainStep(model, mel, target, precision=low))
-    timings = common.time_interleaved(steps, steps=args.steps, warmup=args.warmup,
-                                      device=device)
+    # The peak matmuls join the round-robin: they see the same machine load as the models.
+    timings = common.time_interleaved({**steps, **{f"matmul-{p}": m for p, m in matmuls.items()}},
+                                      steps=args.steps, warmup=args.warmup, device=device)
+    peaks = {p: m.flops / timings.pop(f"matmul-{p}").median for p, m in matmuls.items()}
 
     rows = []
     for key, timing in timings.items():

@@ -59,7 +59,8 @@ def parse_args(argv):
     p.add_argument("--interleave", choices=("auto", "yes", "no"), default="auto",
                    help="time all models round-robin (auto: yes unless paper scale on CPU, "
                         "where keeping every base model resident needs too much memory)")
-    p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n peak matmul")
+    p.add_argument("--matmul-size", type=int, default=None,
+                   help="n of the n x n peak matmul (default 2048 on CPU, 8192 on GPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="torch.compile each model")
@@ -132,15 +133,19 @@ def measure(args) -> tuple[list[dict], dict[str, str]]:
     precision = resolve_precision(args.precision, device)
     interleave = args.interleave == "yes" or (
         args.interleave == "auto" and not (args.scale == "paper" and device.type == "cpu"))
-    peak = common.matmul_peak(device, precision, n=args.matmul_size)
+    matmul = common.MatmulStep(device, precision, n=args.matmul_size)
     torch.manual_seed(0)
 
     results: dict[str, tuple[Entry, common.Timing, common.Timing]] = {}
+    peak_timings: list[common.Timing] = []
     if interleave:
         entries = {name: Entry(name, args, device, precision) for name in args.models}
         common.log(f"timing {len(entries)} models interleaved")
-        train = common.time_interleaved({n: e.train for n, e in entries.items()},
+        # The peak matmul joins the round-robin: it sees the same machine load as the models.
+        train = common.time_interleaved({**{n: e.train for n, e in entries.items()},
+                                         "matmul": matmul},
                                         steps=args.steps, warmup=args.warmup, device=device)
+        peak_timings = [train.pop("matmul")]
         infer = common.time_interleaved({n: e.infer for n, e in entries.items()},
                                         steps=args.steps, warmup=args.warmup, device=device)
         results = {n: (e, train[n], infer[n]) for n, e in entries.items()}
@@ -148,11 +153,15 @@ def measure(args) -> tuple[list[dict], dict[str, str]]:
         for name in args.models:
             e = Entry(name, args, device, precision)
             common.log(f"{name}: timing")
-            tt = common.time_fn(e.train, steps=args.steps, warmup=args.warmup, device=device)
+            both = common.time_interleaved({"train": e.train, "matmul": matmul},
+                                           steps=args.steps, warmup=args.warmup, device=device)
+            tt = both["train"]
+            peak_timings.append(both["matmul"])
             ti = common.time_fn(e.infer, steps=args.steps, warmup=args.warmup, device=device)
             e.release()
             results[name] = (e, tt, ti)
 
+    peak = matmul.flops / common.Timing(tuple(t for pt in peak_timings for t in pt.times)).median
     method = common.memory_method(device)
     rows = []
     ast = results.get("ast")
