@@ -149,3 +149,21 @@ def test_table_bench_two_tiny_models(tmp_path):
         assert r["batch"] == "2"
         for col in ENV_COLUMNS:
             assert r[col] != ""
+
+
+@pytest.mark.slow
+def test_scaling_bench_writes_csv_and_figure(tmp_path):
+    from passt_lib.bench import main
+
+    out = tmp_path / "scaling.csv"
+    assert main(["scaling", "--seconds", "0.5", "1", "--models", "passt-s", "--depth", "1",
+                 "--steps", "1", "--warmup", "0", "--out", str(out)]) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["seconds"]) for r in rows] == [0.5, 1.0]
+    # the time encoding covers each clip: twice the clip, (about) twice the frames
+    frames = [int(r["input"].split("x")[1]) for r in rows]
+    assert frames[1] >= 2 * frames[0] - 1
+    assert int(rows[1]["seq_len"]) > int(rows[0]["seq_len"])
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    assert (tmp_path / "scaling.pdf").stat().st_size > 0

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from passt_lib.bench import common
 from passt_lib.grid import patch_grid
-from passt_lib.precision import has_native_bf16, resolve_precision
+from passt_lib.precision import PRECISIONS, has_native_bf16, resolve_precision
 from passt_lib.scales import PAPER_FDIM, PAPER_TDIM, scale_patchout
 
 N_CLASSES = 527
@@ -93,7 +93,8 @@ def parse_args(argv):
     p.add_argument("--tdim", type=int, default=PAPER_TDIM, help="frames")
     p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per variant")
-    p.add_argument("--precision", default="auto", help="our 'as we ship it' precision")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="our 'as we ship it' precision")
     p.add_argument("--matmul-size", type=int, default=None,
                    help="n of the n x n peak matmul (default 2048 on CPU, 8192 on GPU)")
     p.add_argument("--device", default="auto")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from passt_lib.bench import common
-from passt_lib.precision import resolve_precision
+from passt_lib.precision import PRECISIONS, resolve_precision
 from passt_lib.scales import get_scale, replace
 
 DEFAULT_MODELS = ("ast", "passt-s", "passt-s-n", "cnn14")
@@ -41,7 +41,7 @@ def parse_args(argv):
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--cnn-channels-div", type=int, default=None,
                    help="divide CNN14's channels by this (default: 4 on CPU, 1 on GPU)")
-    p.add_argument("--precision", default="auto")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="auto")

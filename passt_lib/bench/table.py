@@ -1,7 +1,9 @@
 """Table 1 of the PaSST paper, regenerated on this machine.
 
 For each model: training throughput (forward + BCE + backward + AdamW step),
-inference throughput, peak memory per training sample (method stated), training
+inference throughput, peak memory per training sample (what a training step
+allocates above the weights, gradients and AdamW state it starts with, divided
+by the batch; the measuring method is stated in the output), training
 FLOPs per sample (``FlopCounterMode``), achieved fraction of a matmul peak
 measured in the same run, and the sequence length after patchout. Speeds are
 also shown relative to AST, next to the paper's numbers (Titan RTX).
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 
 from passt_lib.bench import common
-from passt_lib.precision import resolve_precision
+from passt_lib.precision import PRECISIONS, resolve_precision
 from passt_lib.scales import get_scale
 
 # preset -> name in the paper's Table 1
@@ -48,7 +50,7 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", default="embedded", choices=("smoke", "embedded", "paper"))
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="PRESET")
-    p.add_argument("--precision", default="auto")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--steps", type=int, default=5, help="timed steps per model")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
     p.add_argument("--batch", type=int, default=None,
