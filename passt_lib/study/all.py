@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     threads = max(1, (os.cpu_count() or 1) // workers)
     t0 = time.perf_counter()
     times, failures = {}, {}
+    if args.scale != "paper":
+        # Build (or find) the dataset once, before parallel runs would race to build it.
+        from passt_lib.data import embedded
+
+        print(f"== data: embedded dataset at scale {args.scale}", flush=True)
+        embedded.ensure(args.scale, root=REPO_ROOT / "data")
+        times["data"] = round(time.perf_counter() - t0, 1)
     for name in (*TRAINING_STUDIES, *TIMING_STUDIES):
         if args.only and name not in args.only:
             continue

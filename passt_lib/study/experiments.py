@@ -222,7 +222,9 @@ def c2f_train_config(p: CoarseToFineParams, out_dir: str | Path):
     from passt_lib.scales import get_scale
     from passt_lib.train import TrainConfig
 
-    epochs = p.epochs or get_scale(p.scale).epochs
+    # 0 = the scale's budget, but at least one epoch per phase (the smoke scale has one epoch).
+    n_phases = 1 if p.method == "none" else {"2-phase": 2, "3-phase": 4}.get(p.schedule, 1)
+    epochs = p.epochs or max(get_scale(p.scale).epochs, n_phases)
     sched = build_schedule(p.method, p.schedule, epochs, p.factor, p.coarse_fraction)
     return TrainConfig.for_scale(
         p.preset, p.scale, schedule=sched, data=_data(p), seed=p.seed, precision=p.precision,

@@ -333,9 +333,10 @@ def run_study(
             result.done.append(r["hash"])
         else:
             result.failed[r["hash"]] = r["error"]
+        n_done = len(result.done) + len(already)
+        bar.set_postfix(done=n_done, failed=len(result.failed),
+                        remaining=bar.total - n_done - len(result.failed), refresh=False)
         bar.update(1)
-        bar.set_postfix(done=len(result.done) + len(already), failed=len(result.failed),
-                        remaining=bar.total - bar.n)
 
     bar.set_postfix(done=len(already), failed=len(failed_before), remaining=len(todo))
     try:
