@@ -35,7 +35,7 @@ C2F_ORDER = ("none", "frame_shift", "pool", "patchify")
 MARKERS = {"none": "o", "time": "s", "frequency": "^", "structured": "D", "unstructured": "v",
            "frame_shift": "s", "pool": "D", "patchify": "^"}
 
-# The papers' numbers quoted in the report (see /docs: papers.md).
+# Koutini et al. 2022, Table 1: the numbers the report and Table 1 replica quote.
 PAPER_TABLE1 = {  # preset: (mAP, train speed x AST, GB per sample, sequence length)
     "ast": (0.459, 1.0, 2.33, 1212), "ast-n": (0.454, 3.4, 0.534, 498),
     "passt-b": (0.462, 1.0, 2.33, 1190), "passt-u": (0.466, 1.9, 1.14, 790),
@@ -91,7 +91,7 @@ def provenance(df: pd.DataFrame) -> str:
     v = json.loads(versions[0]) if versions else {}
     vs = ", ".join(f"{k} {v[k]}" for k in sorted(v) if v[k])
     more = f" (+{len(versions) - 1} other version sets)" if len(versions) > 1 else ""
-    return f"{len(df)} runs; commits {', '.join(commits)}; {vs}{more}"
+    return f"{len(df)} run{'s' if len(df) != 1 else ''}; commits {', '.join(commits)}; {vs}{more}"
 
 
 def write_table(df: pd.DataFrame, path: Path, source: str) -> Path:
@@ -192,9 +192,9 @@ def report(po: pd.DataFrame, c2f: pd.DataFrame, table1: pd.DataFrame | None, sca
         "# What this study finds",
         "",
         f"Written by `passt-study figures` from the stored runs at scale `{scale}`; every number "
-        "is a mean ± standard deviation over seeds (n given). The embedded scale trains tiny "
-        "transformers for seconds on a few hundred synthetic-mixture clips on a CPU: it can show "
-        "direction and relative cost, not AudioSet accuracy. Where it cannot show a claim, the "
+        "is a mean ± standard deviation over seeds (n given). The smoke and embedded scales train "
+        "tiny transformers for seconds on a few hundred synthetic-mixture clips on a CPU: they can show "
+        "direction and relative cost, not AudioSet accuracy. Where they cannot show a claim, the "
         "text says so.",
         "",
         "Sources: " + "; ".join(f"{k}: {v}" for k, v in sources.items()),
