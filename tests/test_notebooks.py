@@ -145,7 +145,10 @@ def test_every_notebook_runs_at_smoke_scale(smoke_runs):
         d = Path(spec.run_dir)
         for f in ("params.json", "env.json", "metrics.json", spec.output_notebook.name):
             assert (d / f).exists(), f"{spec.study}: {f} missing"
-        assert read_json(d / "env.json")["versions"]["torch"]
+        env = read_json(d / "env.json")
+        assert env["versions"]["torch"] and env["commit"]
+        if spec.study in ("patchout", "coarse_to_fine"):
+            assert env["device"] == "cpu" and env["precision"] in ("fp32", "bf16")  # "auto" resolved
     by = {(s.study, s.params.get("patchout"), s.params.get("method")): read_json(
         Path(s.run_dir) / "metrics.json") for s in specs}
     none, structured = by[("patchout", "none", None)], by[("patchout", "structured", None)]

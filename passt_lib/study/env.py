@@ -56,10 +56,28 @@ def device_name(device: str) -> str:
     return platform.processor() or "cpu"
 
 
+def resolve(device: str, precision: str | None) -> tuple[str, str | None]:
+    """("auto" device -> "cuda" or "cpu", "auto" precision -> what it resolves to there)."""
+    if device == "auto" or (precision == "auto"):
+        import torch
+
+        from passt_lib.precision import resolve_precision
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if precision == "auto":
+            precision = resolve_precision(precision, device)
+    return device, precision
+
+
 def environment(device: str = "cpu", precision: str | None = None) -> dict:
-    """The env.json of a run: commit, dirty flag, versions, device, precision, host."""
+    """The env.json of a run: commit, dirty flag, versions, device, precision, host.
+
+    "auto" device / precision are recorded as what they resolve to on this machine.
+    """
     import os
 
+    device, precision = resolve(device, precision)
     return {
         **git_state(),
         "versions": package_versions(),
