@@ -143,3 +143,14 @@ def test_predict_long_windows_times_and_mean():
 def test_mel_config_matches_input_fdim():
     m = tiny("passt-s")
     assert m.mel_config.n_mels == 64
+
+
+def test_last_block_shortcut_equals_full_computation():
+    # forward_features runs the last block for the two special tokens only.
+    torch.manual_seed(0)
+    m = tiny("passt-b").eval()
+    mel = torch.randn(2, 64, 100)
+    with torch.no_grad():
+        full = m.forward_tokens(mel)  # (B, 2 + N, D), every token through every block
+        assert full.shape == (2, m.n_tokens(training=False), 192)
+        assert torch.allclose(m.forward_features(mel), full[:, :2].mean(1), atol=1e-5)
