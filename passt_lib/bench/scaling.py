@@ -93,11 +93,13 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
             mel, target = common.synthetic_batch(bm.input_shape, bm.n_classes, args.batch,
                                                  device)
             steps[name] = common.TrainStep(model, mel, target, precision=precision)
-            steps[name]()  # creates AdamW's state before memory is measured
-            built[name] = (bm, common.peak_step_memory(steps[name], device))
+            # the counted step also creates AdamW's state before memory is measured
+            flops = common.count_flops(common.TrainStep(
+                bm.model, mel, target, precision=precision, optimizer=steps[name].optimizer))
+            built[name] = (bm, common.peak_step_memory(steps[name], device), flops)
         timings = common.time_interleaved(steps, steps=args.steps, warmup=args.warmup,
                                           device=device)
-        for name, (bm, mem) in built.items():
+        for name, (bm, mem, flops) in built.items():
             t = timings[name]
             rows.append({
                 "model": DISPLAY.get(name, name), "preset": name, "seconds": seconds,
@@ -106,6 +108,7 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
                 "params": bm.n_params, "batch": args.batch,
                 "step_s": t.median, "step_min_s": t.min, "step_max_s": t.max,
                 "mem_mib_per_sample": common.mib(mem) / args.batch,
+                "train_gflops_per_sample": flops / args.batch / 1e9,
                 "memory_method": common.memory_method(device),
             })
         del steps, built
@@ -118,15 +121,17 @@ def plot(rows: list[dict], path: Path, title: str) -> list[Path]:
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    panels = (("step_s", "training step (s), median"),
+              ("mem_mib_per_sample", "memory per sample (MiB)"),
+              ("train_gflops_per_sample", "training GFLOPs per sample"))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     for preset in dict.fromkeys(r["preset"] for r in rows):
         rs = sorted((r for r in rows if r["preset"] == preset), key=lambda r: r["seconds"])
         x = [r["seconds"] for r in rs]
-        axes[0].plot(x, [r["step_s"] for r in rs], marker="o", label=rs[0]["model"])
-        axes[1].plot(x, [r["mem_mib_per_sample"] for r in rs], marker="o",
-                     label=rs[0]["model"])
+        for ax, (key, _) in zip(axes, panels):
+            ax.plot(x, [r[key] for r in rs], marker="o", label=rs[0]["model"])
     xs = sorted({r["seconds"] for r in rows})
-    for ax, ylabel in zip(axes, ("training step (s)", "memory per sample (MiB)")):
+    for ax, (_, ylabel) in zip(axes, panels):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("clip length (s)")
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batch {args.batch}; {args.warmup} warm-up + {args.steps} timed steps, median; "
           f"memory: {rows[0]['memory_method']}")
     print(common.format_table(rows, ["model", "seconds", "input", "seq_len", "step_s",
-                                     "mem_mib_per_sample"]))
+                                     "mem_mib_per_sample", "train_gflops_per_sample"]))
     print(f"wrote {common.write_csv(args.out, rows, env)}")
     if not args.no_figure:
         title = f"{env['device']}, {env['precision']}, batch {args.batch}"
