@@ -8,7 +8,8 @@ and at equal precision, our patchout speed-up (PaSST-B step / PaSST-S step)
 next to the FLOP ratio, and achieved FLOP/s as a fraction of a matmul peak
 measured in the same run at the same precision.
 
-    python -m passt_lib.bench reference                  # paper config, ~10 min on 2 cores
+    python -m passt_lib.bench reference                  # paper config, ~8-10 min on 2 cores
+    python -m passt_lib.bench reference --no-b           # PaSST-S only, ~2 min
     python -m passt_lib.bench reference --depth 2        # quick look
 """
 
@@ -91,7 +92,7 @@ def parse_args(argv):
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--fdim", type=int, default=PAPER_FDIM, help="mel bins")
     p.add_argument("--tdim", type=int, default=PAPER_TDIM, help="frames")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per variant")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per variant")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="our 'as we ship it' precision")
@@ -141,8 +142,9 @@ def run(args) -> tuple[list[dict], list[dict]]:
     for n in names:  # FLOPs do not depend on precision: count one step per model
         short = n.split("-")[1].upper()
         for impl, model in (("ref", refs[n]), ("ours", ours[n])):  # uncompiled
+            optimizer = runners[(impl, n)].optimizer
             flops[(impl, short)] = common.count_flops(
-                common.TrainStep(model, mel, target, precision=low))
+                common.TrainStep(model, mel, target, precision=low, optimizer=optimizer))
     # The peak matmuls join the round-robin: they see the same machine load as the models.
     timings = common.time_interleaved({**steps, **{f"matmul-{p}": m for p, m in matmuls.items()}},
                                       steps=args.steps, warmup=args.warmup, device=device)
