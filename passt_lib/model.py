@@ -265,6 +265,9 @@ class PaSST(nn.Module):
         super().__init__()
         config = config or PaSSTConfig()
         if overrides:
+            fields = {f.name for f in dataclasses.fields(PaSSTConfig)}
+            if set(overrides) - fields:
+                raise ValueError(f"unknown PaSSTConfig field(s) {sorted(set(overrides) - fields)}")
             config = dataclasses.replace(config, **overrides)
         self.config = c = config
         d = c.embed_dim

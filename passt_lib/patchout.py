@@ -51,7 +51,12 @@ def keep_indices(
     """Sorted random indices of ``n_keep`` out of ``n``: (n_keep,) per batch, (B, n_keep) per sample."""
     if mode not in MODES:
         raise ValueError(f"unknown patchout mode {mode!r}; expected one of {MODES}")
-    gen_device = generator.device if generator is not None else "cpu"
+    # Per batch draws on the CPU like the reference's randperm (same global RNG stream);
+    # per sample draws on the target device.
+    if generator is not None:
+        gen_device = generator.device
+    else:
+        gen_device = "cpu" if mode == "batch" or device is None else device
     if mode == "batch":
         idx = torch.randperm(n, generator=generator, device=gen_device)[:n_keep]
     else:
