@@ -12,8 +12,11 @@ patch grid (the patch embedding runs on the whole grid, before patchout),
 (pf, pt) the patch size, Hm the MLP width and C the classes:
 
 - patch embedding: 2 * P * D * pf * pt
-- per block: 2 * N * D * 3D (qkv) + 2 * 2 * N^2 * D (scores, weighted sum)
-  + 2 * N * D^2 (projection) + 2 * 2 * N * D * Hm (MLP)
+- a block with Q queries over N keys/values: 2 * Q * D^2 (queries)
+  + 2 * N * D * 2D (keys, values) + 2 * 2 * Q * N * D (scores, weighted sum)
+  + 2 * Q * D^2 (projection) + 2 * 2 * Q * D * Hm (MLP); Q = N except in the
+  last block, where the classifier needs only the 2 special tokens (Q = 2,
+  as ``PaSST.forward`` computes it)
 - head: 2 * D * C (the final LayerNorm / mean over the two tokens is free)
 
 Training = forward + backward. Backward costs twice the forward for every
@@ -46,10 +49,16 @@ def _parts(config: PaSSTConfig, training: bool) -> tuple[int, int, int, int]:
     patch = 2 * f * t * d * pf * pt
     n = n_tokens(config, training)
     hidden = int(d * config.mlp_ratio)
-    linear = 2 * n * d * 3 * d + 2 * n * d * d + 4 * n * d * hidden  # qkv, proj, mlp
-    attention = 4 * n * n * d  # scores and weighted sum, all heads
+
+    def block(q: int) -> tuple[int, int]:  # (linear, attention) of q queries over n tokens
+        linear = 2 * q * d * d + 2 * n * d * 2 * d + 2 * q * d * d + 4 * q * d * hidden
+        return linear, 4 * q * n * d
+
+    inner, last = block(n), block(2)
+    linear = (config.n_blocks - 1) * inner[0] + last[0]
+    attention = (config.n_blocks - 1) * inner[1] + last[1]
     head = 2 * d * config.n_classes
-    return patch, config.n_blocks * linear, config.n_blocks * attention, head
+    return patch, linear, attention, head
 
 
 def forward_flops(config: PaSSTConfig, training: bool = False) -> int:

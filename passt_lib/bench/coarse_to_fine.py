@@ -9,8 +9,9 @@ method, seed, train_flops, train_seconds, eval_map, per-phase details and the
 environment) and prints savings against fine-only (training FLOPs and
 training wall time) with eval mAP as mean +- std over seeds.
 
-``train_flops`` is analytic (``passt_lib.flops``: token counts after
-compression and patchout) times the samples trained; ``train_seconds`` is the
+``train_flops`` is analytic (``passt_lib.flops.schedule_train_flops``: token
+counts after compression and patchout) times the samples trained, recomputed
+here from the run's phases so that reused runs follow the current count; ``train_seconds`` is the
 wall time of the training epochs as ``train`` records it (front-end and
 augmentation included, evaluation excluded), and ``train_cpu_seconds`` the
 process CPU time of the whole run, which is steadier on a shared machine.
@@ -139,6 +140,23 @@ def step_times(args, plan: Sequence[tuple[str, str]]) -> dict[tuple[str, int], f
     return {k: timings[f"{k[0]}:{k[1]}"].median for k in keys}
 
 
+def analytic_flops(args, out_dir: Path, m: dict, schedule: str) -> float:
+    """Training FLOPs of a finished run from its phases (``flops.schedule_train_flops``)."""
+    from passt_lib.flops import schedule_train_flops
+    from passt_lib.model import PaSSTConfig
+    from passt_lib.scales import get_scale, model_overrides
+    from passt_lib.train import load_checkpoint
+
+    scale = get_scale(args.scale)
+    n_classes = load_checkpoint(out_dir / "checkpoint.pt")["model"]["head.1.bias"].shape[0]
+    cfg = PaSSTConfig.preset(args.model, width=scale.width, depth=scale.depth,
+                             **model_overrides(PaSSTConfig.preset(args.model), scale),
+                             n_classes=n_classes)
+    phases = parse_schedule(schedule)
+    per_epoch = m["train_samples"] // sum(p.epochs for p in phases)
+    return float(sum(schedule_train_flops(cfg, phases, per_epoch)))
+
+
 def _row(method: str, schedule: str, seed: int, m: dict, cpu: float | None) -> dict:
     phases = m.get("phases", [])
     return {
@@ -250,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in args.seeds:
             t0 = time.perf_counter()
             m, cpu = run_one(args, schedule, seed)
+            m["train_flops"] = analytic_flops(args, _run_dir(args.run_root, schedule, seed), m,
+                                              schedule)
             rows.append(_row(method, schedule, seed, m, cpu))
             print(f"{schedule:<40} seed {seed}: mAP {m.get('eval_map', float('nan')):.4f}, "
                   f"{m.get('train_flops', 0):.3e} FLOPs, {m.get('train_seconds', 0):.1f} s train "
