@@ -25,7 +25,9 @@ data, so its backward is only the weight gradient (once its forward); fused
 attention (``scaled_dot_product_attention``) recomputes the scores in its
 backward, 5 products for the forward's 2. Hence
 ``train = 3 * (linear + head) + 3.5 * attention + 2 * patch_embed``, close to
-the usual "3 x forward" rule.
+the usual "3 x forward" rule. (Where the model writes attention out as two
+matmuls, bf16 on CPU, its backward is 4 products, not 5: the count is then
+high by half the attention forward, about 1% at the study's sizes.)
 """
 
 from __future__ import annotations
