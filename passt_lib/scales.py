@@ -63,8 +63,8 @@ SCALES: dict[str, Scale] = {
         freqm=8, timem=20,
     ),
     "embedded": Scale(
-        name="embedded", sample_rate=32000, clip_seconds=3.0, n_mels=64, width="tiny", depth=4,
-        epochs=8, batch_size=32, lr=1e-3, warmup_epochs=1.0, n_train=960, n_eval=320,
+        name="embedded", sample_rate=32000, clip_seconds=2.0, n_mels=64, width="tiny", depth=4,
+        epochs=8, batch_size=16, lr=5e-4, warmup_epochs=0.5, n_train=800, n_eval=300,
         freqm=16, timem=40,
     ),
     "paper": Scale(

@@ -726,11 +726,19 @@ def train_epoch(ps: PhaseState, split: Split, batches: list[torch.Tensor], data:
 def train(config: TrainConfig) -> TrainResult:
     """Train ``config``; write history.csv and checkpoint.pt every epoch and metrics.json at
     the end (rank 0 only). See the module docstring for the loop and its randomness."""
+    threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig) -> TrainResult:
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
     device_kind = "cuda" if (config.device == "auto" and torch.cuda.is_available()) or \
         config.device.startswith("cuda") else "cpu"
     d = init_distributed(device_kind)

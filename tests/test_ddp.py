@@ -54,7 +54,7 @@ def test_two_process_gloo_ddp(tmp_path):
             "clip_seconds": 1.0}
     out = tmp_path / "out"
     config = {"model": "passt-s", "scale": "smoke", "data": data, "epochs": 2, "batch_size": 8,
-              "progress": False, "device": "cpu", "out_dir": str(out)}
+              "progress": False, "device": "cpu", "threads": 1, "out_dir": str(out)}
     (tmp_path / "run.json").write_text(json.dumps(config))
     (tmp_path / "worker.py").write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -51,7 +51,7 @@ def tiny_data(tmp_path_factory):
 def tiny_config(data, out_dir, **kw):
     return T.TrainConfig.for_scale("passt-s", "smoke", data=data, out_dir=str(out_dir),
                                    epochs=kw.pop("epochs", 2), batch_size=8, progress=False,
-                                   **kw)
+                                   threads=1, **kw)
 
 
 # -- learning rate ---------------------------------------------------------------------------
