@@ -176,7 +176,7 @@ def measure(args) -> tuple[list[dict], dict[str, str]]:
             "seq_len": e.seq_len if e.seq_len is not None else "",
             "params": e.n_params,
             "train_samples_per_s": train_sps,
-            "train_step_s": tt.median, "train_spread": tt.spread,
+            "train_step_s": tt.median, "train_step_min_s": tt.min, "train_spread": tt.spread,
             "train_x_ast": train_sps / ast[1].per_second(ast[0].batch) if ast else "",
             "infer_samples_per_s": ti.per_second(e.batch),
             "infer_spread": ti.spread,
