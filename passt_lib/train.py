@@ -500,8 +500,8 @@ def build_model(config: TrainConfig, n_classes: int) -> nn.Module:
 
 def base_mel_config(model: nn.Module, config: TrainConfig, data: DataConfig):
     scale = get_scale(config.scale)
-    mel = dataclasses.replace(model.mel_config, freqm=scale.freqm, timem=scale.timem,
-                              **config.mel_overrides)
+    mel = model.mel_config.replace(**{"freqm": scale.freqm, "timem": scale.timem,
+                                      **config.mel_overrides})
     if mel.sample_rate != data.sample_rate:
         raise ValueError(f"the model's front-end runs at {mel.sample_rate} Hz but the data is at "
                          f"{data.sample_rate} Hz")

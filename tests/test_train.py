@@ -199,3 +199,17 @@ def test_cli_trains_from_a_config_file(tiny_data, tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs"] == 1 and m["preset"] == "passt-s" and "eval_map" in m
     assert "prior_map" in capsys.readouterr().out
+
+
+def test_front_end_takes_the_scale_masks_and_overrides(tiny_data):
+    from passt_lib.scales import get_scale
+
+    cfg = T.TrainConfig.for_scale("passt-s", "smoke", data=tiny_data)
+    model = T.build_model(cfg, 4)
+    mel = T.base_mel_config(model, cfg, tiny_data)
+    s = get_scale("smoke")
+    assert (mel.n_mels, mel.freqm, mel.timem) == (s.n_mels, s.freqm, s.timem)
+    mel = T.base_mel_config(model, cfg.replace(mel_overrides={"timem": 0}), tiny_data)
+    assert mel.timem == 0 and mel.freqm == s.freqm
+    with pytest.raises(ValueError, match="8000 Hz"):
+        T.base_mel_config(model, cfg, tiny_data.replace(sample_rate=8000))
