@@ -450,6 +450,8 @@ def load_data(config: TrainConfig) -> tuple[DataConfig, Split, Split]:
         from passt_lib.data import embedded
 
         data = embedded.ensure(config.scale, root=default_data_root(), progress=config.progress)
+        if not get_scale(config.scale).augment:
+            data = data.no_augmentation()
     if config.data_overrides:
         data = dataclasses.replace(data, **config.data_overrides)
     train_ds, eval_ds = make_datasets(data)
