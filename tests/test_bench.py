@@ -118,12 +118,17 @@ def test_reference_bench_end_to_end(tmp_path, capsys):
     steps = {r["name"]: r for r in rows if r["kind"] == "step"}
     assert {"ref-S-fp32", "ours-S-fp32", "ref-B-fp32", "ours-B-fp32"} <= set(steps)
     assert all(float(r["samples_per_s"]) > 0 for r in steps.values())
-    # The reference and ours run the same architecture: FLOP counts agree within 5%.
+    # Same architecture; ours never does more work than the reference (its last block
+    # computes only what the head reads).
     ref, ours = float(steps["ref-S-fp32"]["flops_per_step"]), float(
         steps["ours-S-fp32"]["flops_per_step"])
-    assert ours == pytest.approx(ref, rel=0.05)
+    assert 0 < ours <= 1.05 * ref
+    # Counted (FlopCounterMode) and analytic (passt_lib.flops) FLOP ratios agree.
     ratios = {r["name"]: float(r["value"]) for r in rows if r["kind"] == "ratio"}
-    assert ratios["counted FLOP ratio PaSST-B / PaSST-S (FlopCounterMode)"] > 1.5
+    counted = ratios["counted FLOP ratio PaSST-B / PaSST-S (FlopCounterMode)"]
+    assert counted > 1.2
+    assert counted == pytest.approx(
+        ratios["analytic training FLOP ratio PaSST-B / PaSST-S"], rel=0.1)
     assert "speed-up at equal precision fp32" in capsys.readouterr().out
 
 
