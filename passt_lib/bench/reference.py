@@ -103,6 +103,8 @@ def parse_args(argv):
     p.add_argument("--compile", action="store_true", help="torch.compile our models")
     p.add_argument("--no-b", action="store_true",
                    help="skip PaSST-B (no patchout speed-up; much faster)")
+    p.add_argument("--foreach-adamw", action="store_true",
+                   help="torch's default multi-tensor AdamW for every model instead of fused")
     p.add_argument("--out", type=Path, default=common.RESULTS_DIR / "reference.csv")
     return p.parse_args(argv)
 
@@ -133,7 +135,8 @@ def run(args) -> tuple[list[dict], list[dict]]:
                 # one optimiser per model, shared by its precisions' steps
                 shared = runners.get((impl, n))
                 step = common.TrainStep(model, mel, target, precision=prec,
-                                        optimizer=shared.optimizer if shared else None)
+                                        optimizer=shared.optimizer if shared else None,
+                                        fused=not args.foreach_adamw)
                 runners.setdefault((impl, n), step)
                 steps[key] = step
     common.log(f"counting FLOPs, then timing {len(steps)} variants and the matmul peaks")
@@ -158,6 +161,7 @@ def run(args) -> tuple[list[dict], list[dict]]:
             "kind": "step", "name": key, "impl": impl, "model": f"PaSST-{short}",
             "precision": prec, "batch": args.batch, "fdim": args.fdim, "tdim": args.tdim,
             "depth": ours[f"passt-{short.lower()}"].config.n_blocks, "width": args.width,
+            "adamw": "foreach" if args.foreach_adamw else "fused",
             "median_s": timing.median, "min_s": timing.min, "max_s": timing.max,
             "spread": timing.spread, "samples_per_s": timing.per_second(args.batch),
             "flops_per_step": f, "achieved_flops": f / timing.median,
@@ -211,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("precision")  # every row names its own precision
     common.print_env(env)
     print(f"batch {args.batch}, {args.fdim} x {args.tdim}, width {args.width}, "
-          f"{args.warmup} warm-up + {args.steps} timed steps each, interleaved; median shown")
+          f"{args.warmup} warm-up + {args.steps} timed steps each, interleaved; median shown; "
+          f"{'foreach' if args.foreach_adamw else 'fused'} AdamW for every model")
     print(common.format_table(rows, ["name", "median_s", "spread", "samples_per_s",
                                      "flops_per_step", "peak_fraction"]))
     print()
