@@ -15,7 +15,7 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_has_native_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as f:

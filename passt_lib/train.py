@@ -1001,5 +1001,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+class _CallableModule(types.ModuleType):
+    """Lets ``passt_lib.train(config)`` call :func:`train` although ``passt_lib.train`` is
+    also this module (needed by ``torchrun -m passt_lib.train``)."""
+
+    def __call__(self, config: TrainConfig) -> TrainResult:
+        return train(config)
+
+
+sys.modules[__name__].__class__ = _CallableModule
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -213,3 +213,13 @@ def test_front_end_takes_the_scale_masks_and_overrides(tiny_data):
     assert mel.timem == 0 and mel.freqm == s.freqm
     with pytest.raises(ValueError, match="8000 Hz"):
         T.base_mel_config(model, cfg, tiny_data.replace(sample_rate=8000))
+
+
+def test_package_level_train_is_the_training_function(tmp_path):
+    import passt_lib
+    import passt_lib.train as train_module  # the submodule import must not shadow the function
+
+    assert callable(passt_lib.train)
+    assert passt_lib.train is train_module
+    with pytest.raises(ValueError, match="unknown scale"):
+        passt_lib.train(T.TrainConfig(scale="nope", out_dir=str(tmp_path)))
