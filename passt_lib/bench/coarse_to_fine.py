@@ -243,7 +243,7 @@ def parse_args(argv: Sequence[str] | None):
     p.add_argument("--step-classes", type=int, default=20, help="classes of the timed model")
     p.add_argument("--progress", action="store_true", help="show the training progress bar")
     p.add_argument("--rerun", action="store_true", help="train again even if a run finished")
-    p.add_argument("--run-root", type=Path, default=Path("results/runs/coarse_to_fine"))
+    p.add_argument("--run-root", type=Path, default=Path("results/runs/bench-coarse-to-fine"))
     p.add_argument("--out", type=Path, default=common.RESULTS_DIR / "coarse_to_fine.csv")
     args = p.parse_args(argv)
     if args.quick:
