@@ -6,6 +6,7 @@ Subcommands (``python -m passt_lib.bench SUB`` or ``passt-study bench SUB``):
 - ``table``: Table 1 of the PaSST paper (throughput, memory, FLOPs) for a list of models.
 - ``scaling``: training step time and memory against clip length.
 - ``coarse-to-fine``: cost of coarse-to-fine training schedules.
+- ``data``: decode + augmentation throughput against what training consumes.
 
 Shared measurement helpers live in :mod:`passt_lib.bench.common`.
 """
@@ -22,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "table": ("passt_lib.bench.table", "Table 1: throughput, memory, FLOPs per model"),
     "scaling": ("passt_lib.bench.scaling", "step time and memory against clip length"),
     "coarse-to-fine": ("passt_lib.bench.coarse_to_fine", "cost of coarse-to-fine schedules"),
+    "data": ("passt_lib.bench.data", "decode + augmentation throughput against training's needs"),
 }
 
 
