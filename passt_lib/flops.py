@@ -36,7 +36,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    conv_flop_count,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+)
 
 from passt_lib.compression import n_tokens, patch_shape, phase_config
 from passt_lib.model import PaSSTConfig
@@ -95,10 +100,23 @@ def _sdpa_cpu_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs) -> in
     return sdpa_backward_flop_count(grad_out, q, k, v)
 
 
-# FlopCounterMode knows the CUDA attention kernels but not the CPU one (torch 2.11).
+def _conv_backward(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation,
+                   transposed, _output_padding, _groups, output_mask, out_shape=None) -> int:
+    """Each of grad_input and grad_weight costs what the forward convolution costs.
+
+    torch's own formula ignores ``groups`` and so counts a depthwise convolution's
+    backward as if it were dense: ~28x too much for the MobileNets' blocks.
+    """
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+# FlopCounterMode knows the CUDA attention kernels but not the CPU one (torch 2.11), and
+# miscounts grouped-convolution backward.
 _CUSTOM = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward,
+    torch.ops.aten.convolution_backward: _conv_backward,
 }
 
 

@@ -56,3 +56,18 @@ def test_measure_flops_of_a_cnn():
     x = torch.randn(2, 1, 8, 8)
     expected = 2 * (2 * 8 * 8 * 4 * 9) + 2 * (2 * 256 * 2)  # conv + linear, batch of 2
     assert measure_flops(cnn, x) == expected
+
+
+@pytest.mark.parametrize("groups", [1, 4, 16])
+def test_conv_backward_costs_two_forwards_whatever_the_groups(groups):
+    from passt_lib.flops import flop_counter
+
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1, groups=groups, bias=False)
+    x = torch.randn(2, 16, 12, 10, requires_grad=True)
+    with flop_counter() as fwd:
+        y = conv(x)
+    with flop_counter() as bwd:
+        y.sum().backward()
+    forward = fwd.get_total_flops()
+    assert forward == 2 * 2 * 16 * (16 // groups) * 9 * 12 * 10
+    assert bwd.get_total_flops() == 2 * forward  # grad_input + grad_weight
