@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-from passt_lib.grid import patch_grid
+from passt_lib.grid import n_patches, patch_grid
 from passt_lib.patchout import MODES as PATCHOUT_MODES
 from passt_lib.patchout import Patchout
 from passt_lib.registry import register_model
@@ -346,9 +346,15 @@ class PaSST(nn.Module):
                 f"got {mel.shape[2]} mel bins but the model expects {c.input_fdim} "
                 f"(a grid of {self.grid[0]} frequency patches); compute the mel spectrogram with "
                 f"n_mels={c.input_fdim}")
-        if mel.shape[3] > c.input_tdim:
+        t_in = mel.shape[3]
+        t_model = self.grid[1]
+        if t_in > c.input_tdim and n_patches(t_in, c.patch_size, c.tstride) > t_model:
+            # Frames past the model's last patch are never seen by the patch embedding
+            # (10 s clips give 1000 frames; the 998-frame paper model takes both), so
+            # only input that would add time patches is refused.
             raise ValueError(
-                f"got {mel.shape[3]} frames but the model was built for at most {c.input_tdim}; "
+                f"got {t_in} frames ({n_patches(t_in, c.patch_size, c.tstride)} time patches) "
+                f"but the model was built for at most {c.input_tdim} ({t_model} time patches); "
                 "use model.predict_long(mel, hop_frames=...) for longer input")
         return mel
 
@@ -407,6 +413,7 @@ class PaSST(nn.Module):
         *,
         pad_value: float | None = None,
         batch_size: int = 16,
+        frame_seconds: float | None = None,
     ) -> LongPrediction:
         """Slide windows of the trained length over a long (B, 1, F, T) or (B, F, T) input.
 
@@ -414,7 +421,18 @@ class PaSST(nn.Module):
         The last window is padded with ``pad_value`` (default: each input's minimum,
         i.e. its quietest bin) when the input does not end on a window boundary.
         Input no longer than one window gives a single (unpadded) window.
+        Windows are predicted in eval mode (no patchout); the model's mode is restored.
+        ``frame_seconds`` converts frames to seconds (default: the hop of
+        ``self.mel_config``, 10 ms); pass it when the mel came from another front-end.
         """
+        was_training = self.training
+        self.eval()
+        try:
+            return self._predict_long(mel, hop_frames, pad_value, batch_size, frame_seconds)
+        finally:
+            self.train(was_training)
+
+    def _predict_long(self, mel, hop_frames, pad_value, batch_size, frame_seconds):
         if mel.dim() == 3:
             mel = mel.unsqueeze(1)  # (B, F_in, T_in) -> (B, 1, F_in, T_in)
         self._check_input(mel[..., : self.config.input_tdim])
@@ -441,7 +459,7 @@ class PaSST(nn.Module):
         starts = torch.arange(n_win) * hop
         ends = (starts + window).clamp(max=t_in)
         mc = self.mel_config
-        sec = mc.hop_length / mc.sample_rate
+        sec = mc.hop_length / mc.sample_rate if frame_seconds is None else frame_seconds
         return LongPrediction(logits, starts, ends, starts * sec, ends * sec, logits.mean(dim=1))
 
 

@@ -116,8 +116,23 @@ def test_wrong_mel_bins_and_longer_input_errors():
     m = tiny("passt-s").eval()
     with pytest.raises(ValueError, match="got 128 mel bins but the model expects 64"):
         m(torch.randn(1, 128, 100))
+    with pytest.raises(ValueError, match="106 frames \\(10 time patches\\).*100 \\(9 time"):
+        m(torch.randn(1, 64, 106))  # one more time patch than the model has: refused
     with pytest.raises(ValueError, match="predict_long"):
-        m(torch.randn(1, 64, 101))
+        m(torch.randn(1, 64, 130))
+
+
+def test_frames_past_the_last_patch_are_accepted():
+    """10 s clips give 1000 frames and the paper model is built for 998: both make 99 time
+    patches and the patch embedding never reads the trailing frames."""
+    torch.manual_seed(0)
+    m = tiny("passt-s").eval()  # 100 frames: 9 time patches covering frames 0-95
+    mel = torch.randn(1, 64, 105)
+    with torch.no_grad():
+        assert torch.equal(m(mel), m(mel[..., :100]))
+    paper = PaSSTConfig.preset("passt-s")
+    assert paper.input_tdim == 998 and paper.grid[1] == \
+        PaSSTConfig.preset("passt-s", input_tdim=1000).grid[1] == 99
     with pytest.raises(ValueError, match="shape"):
         m(torch.randn(1, 2, 64, 100))
 
@@ -138,6 +153,12 @@ def test_predict_long_windows_times_and_mean():
         assert torch.allclose(out.logits[:, 1], m(mel[..., 50:150]), atol=1e-5)
     short = m.predict_long(mel[..., :80])
     assert short.logits.shape == (2, 1, 5) and short.end_frames.tolist() == [80]
+    # a model left in training mode predicts without patchout, and stays in training mode
+    m.train()
+    again = m.predict_long(mel, hop_frames=50, frame_seconds=0.02)
+    assert m.training
+    assert torch.allclose(again.logits, out.logits, atol=1e-6)
+    assert torch.allclose(again.end_seconds, out.end_frames * 0.02)
 
 
 def test_mel_config_matches_input_fdim():
@@ -154,3 +175,17 @@ def test_last_block_shortcut_equals_full_computation():
         full = m.forward_tokens(mel)  # (B, 2 + N, D), every token through every block
         assert full.shape == (2, m.n_tokens(training=False), 192)
         assert torch.allclose(m.forward_features(mel), full[:, :2].mean(1), atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", ["smoke", "embedded", "paper"])
+def test_each_scale_clip_fits_its_model(scale):
+    """A clip of the scale's length, through the model's own front-end, is valid model input."""
+    from passt_lib.frontend import MelFrontend
+    from passt_lib.scales import get_scale
+
+    s = get_scale(scale)
+    over = model_overrides(PaSSTConfig.preset("passt-s"), s)
+    m = create_model("passt-s", width="tiny", depth=1, n_classes=3, **over).eval()
+    frames = MelFrontend(m.mel_config).n_frames(s.n_samples)  # paper: 10 s -> 1000 frames
+    with torch.no_grad():
+        assert m(torch.zeros(1, s.n_mels, frames)).shape == (1, 3)
