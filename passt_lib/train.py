@@ -41,6 +41,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 import os
 import random
@@ -66,6 +67,8 @@ from passt_lib.frontend import MelFrontend
 from passt_lib.precision import PRECISIONS, autocast, resolve_precision
 from passt_lib.registry import create_model
 from passt_lib.scales import get_scale, model_overrides
+
+log = logging.getLogger(__name__)
 
 # Fields that may differ between a checkpoint's config and the config resuming it.
 _RESUME_FREE = ("out_dir", "resume", "stop_after_epoch", "progress", "device", "threads")
@@ -442,14 +445,26 @@ def default_data_root() -> Path:
     return repo / "data" if (repo / "pyproject.toml").exists() else Path("data")
 
 
-def load_data(config: TrainConfig) -> tuple[DataConfig, Split, Split]:
+def load_data(config: TrainConfig, d: Dist | None = None) -> tuple[DataConfig, Split, Split]:
     from passt_lib.data import make_datasets
 
+    d = d or Dist()
     data = config.data
     if data is None:
         from passt_lib.data import embedded
 
-        data = embedded.ensure(config.scale, root=default_data_root(), progress=config.progress)
+        # Rank 0 builds the embedded dataset (if missing) while the others wait, then they
+        # all find it cached: concurrent builds would replace each other's folders.
+        def ensure():
+            return embedded.ensure(config.scale, root=default_data_root(),
+                                   progress=config.progress and d.main)
+
+        if d.main:
+            data = ensure()
+        if d.active:
+            dist.barrier()
+        if not d.main:
+            data = ensure()
         if not get_scale(config.scale).augment:
             data = data.no_augmentation()
     if config.data_overrides:
@@ -457,10 +472,13 @@ def load_data(config: TrainConfig) -> tuple[DataConfig, Split, Split]:
     train_ds, eval_ds = make_datasets(data)
     n_bytes = 4 * data.n_samples * (len(train_ds) + len(eval_ds))
     preload = config.preload if config.preload is not None else n_bytes <= _PRELOAD_LIMIT
+    # Skipped entries are counted by the dataset object that read them: preload in this
+    # process when skipping, so that the counts reach metrics.json.
+    preload_workers = 0 if data.on_error == "skip" else data.num_workers
     splits = []
     for ds in (train_ds, eval_ds):
         if preload:
-            waves, targets = _stack_all(ds, num_workers=data.num_workers)
+            waves, targets = _stack_all(ds, num_workers=preload_workers)
             splits.append(Split(ds, targets, waves))
         else:
             targets = torch.as_tensor(np.asarray(ds.targets()))
@@ -755,7 +773,7 @@ def _train(config: TrainConfig) -> TrainResult:
         out_dir.mkdir(parents=True, exist_ok=True)
 
     # Data, class prior, sampler.
-    data, train_split, eval_split = load_data(config)
+    data, train_split, eval_split = load_data(config, d)
     n_classes = _n_classes(data, train_split)
     task = data.task
     if task == "multilabel":
@@ -901,10 +919,26 @@ def _train(config: TrainConfig) -> TrainResult:
         "n_train": len(train_split),
         "n_eval": len(eval_split),
         "phases": records,
+        "skipped": {"train": skipped_count(train_split.dataset),
+                    "eval": skipped_count(eval_split.dataset)},
     }
+    if d.main and any(metrics["skipped"].values()):
+        log.warning("unreadable entries were skipped (on_error='skip'):\n%s\n%s",
+                    train_split.dataset.skip_report(), eval_split.dataset.skip_report())
     if d.main and not stopped:
         atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return TrainResult(history, metrics, out_dir, model, completed=not stopped)
+
+
+def skipped_count(dataset) -> int:
+    """Entries this process skipped under ``on_error="skip"`` (0 for other datasets).
+
+    Entries skipped inside DataLoader worker processes are logged there but not counted.
+    """
+    skipped = getattr(dataset, "skipped", {})
+    if skipped and isinstance(next(iter(skipped.values())), dict):  # ConcatAudioDataset
+        return sum(len(v) for v in skipped.values())
+    return len(skipped)
 
 
 def _sum_or_none(values):

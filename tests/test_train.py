@@ -5,6 +5,7 @@ Training runs use the smoke scale on a tiny PANNs-layout HDF5 file written here
 """
 
 import csv
+import dataclasses
 import json
 import math
 
@@ -223,3 +224,41 @@ def test_package_level_train_is_the_training_function(tmp_path):
     assert passt_lib.train is train_module
     with pytest.raises(ValueError, match="unknown scale"):
         passt_lib.train(T.TrainConfig(scale="nope", out_dir=str(tmp_path)))
+
+
+def test_skipped_entries_reach_metrics(tmp_path, caplog):
+    """A corrupt clip under on_error="skip" is counted in metrics.json and reported, never silent;
+    under the default policy training stops with an error naming the file and entry."""
+    import io
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    n, n_classes = 12, 3
+
+    def mp3(i):
+        buf = io.BytesIO()
+        sf.write(buf, (0.3 * np.sin(np.arange(SR) * (i + 1) * 0.05)).astype(np.float32), SR,
+                 format="MP3")
+        return np.frombuffer(buf.getvalue(), np.uint8)
+
+    def write(path, bad):
+        with h5py.File(path, "w") as f:
+            f["audio_name"] = np.array([f"c{i}".encode() for i in range(n)], dtype="S8")
+            d = f.create_dataset("mp3", shape=(n,), dtype=h5py.vlen_dtype(np.uint8))
+            for i in range(n):
+                d[i] = np.frombuffer(b"garbage" * 40, np.uint8) if i in bad else mp3(i)
+            f["target"] = np.packbits(rng.random((n, n_classes)) < 0.5, axis=1)
+        return str(path)
+
+    data = DataConfig(format="passt-hdf5", train_path=write(tmp_path / "tr.hdf", {3, 7}),
+                      eval_path=write(tmp_path / "ev.hdf", {5}), n_classes=n_classes,
+                      clip_seconds=1.0, name="corrupt", cache=False)
+    with pytest.raises(ValueError, match=r"tr\.hdf.*3|3.*tr\.hdf"):
+        T.train(tiny_config(data, tmp_path / "raise", epochs=1))
+    skip = dataclasses.replace(data, on_error="skip")
+    with caplog.at_level("WARNING"):
+        T.train(tiny_config(skip, tmp_path / "skip", epochs=1))
+    metrics = json.loads((tmp_path / "skip" / "metrics.json").read_text())
+    assert metrics["skipped"] == {"train": 2, "eval": 1}
+    assert "skipped 2 of 12" in caplog.text and "skipped 1 of 12" in caplog.text
