@@ -231,3 +231,16 @@ def test_figures_from_stored_runs_only_count_finished_ones(tmp_path):
     assert "No coarse-to-fine runs found" in report and "No speed run found" in report
     assert (tmp_path / "out/tables/patchout.csv").read_text().startswith(
         "# source: 4 runs; commits abc1234def; torch 2.11.0")
+
+
+def test_figures_without_runs_keep_the_committed_results(tmp_path, capsys):
+    """A fresh clone has committed figures but no runs: `passt-study figures` says what to do
+    and leaves results/ untouched instead of writing an empty report."""
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "REPORT.md").write_text("committed report\n")
+    rc = figures.main(["--runs", str(tmp_path / "runs"), "--results", str(out)])
+    assert rc == 1
+    assert "make study" in capsys.readouterr().err
+    assert (out / "REPORT.md").read_text() == "committed report\n"
+    assert sorted(p.name for p in out.iterdir()) == ["REPORT.md"]

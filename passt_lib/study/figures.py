@@ -363,12 +363,19 @@ def render_all(runs: str | Path | None = None, results: str | Path | None = None
     runs = Path(runs) if runs else REPO_ROOT / "results" / "runs"
     results = Path(results) if results else REPO_ROOT / "results"
     fig_dir, tab_dir = results / "figures", results / "tables"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    tab_dir.mkdir(parents=True, exist_ok=True)
-    figures, tables = [], []
     po_runs = load_runs(runs, PATCHOUT_STUDY, scale)
     c2f_runs = load_runs(runs, C2F_STUDY, scale)
     speed_runs = load_runs(runs, SPEED_STUDY, scale)
+    if po_runs.empty and c2f_runs.empty and speed_runs.empty:
+        # A fresh clone has the committed figures but no runs: keep them rather than
+        # overwrite them with an empty report.
+        raise FileNotFoundError(
+            f"no finished {scale!r} runs under {runs} (studies {PATCHOUT_STUDY}, {C2F_STUDY}, "
+            f"{SPEED_STUDY}); run `make study` (or `passt-study run studies/NAME.yaml`) first. "
+            f"Nothing under {results} was changed.")
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    tab_dir.mkdir(parents=True, exist_ok=True)
+    figures, tables = [], []
     sources = {}
 
     po = pd.DataFrame()
@@ -416,7 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("agg")
-    made = render_all(args.runs, args.results, args.scale)
+    try:
+        made = render_all(args.runs, args.results, args.scale)
+    except FileNotFoundError as exc:
+        print(f"passt-study figures: {exc}", file=sys.stderr)
+        return 1
     for f in [*made["figures"], *made["tables"], made["report"]]:
         print(f"wrote {f}")
     print(f"{made['n_runs']} runs aggregated")
