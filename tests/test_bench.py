@@ -97,6 +97,7 @@ def test_csv_has_env_columns(tmp_path):
         assert rows[0][col] != ""
     assert rows[0]["precision"] == "fp32"
     assert rows[0]["torch"] == torch.__version__
+    assert rows[0]["torchaudio"] and rows[0]["numpy"] and rows[0]["hear21passt"]
 
 
 def test_dispatcher_knows_every_subcommand():

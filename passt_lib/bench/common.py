@@ -29,7 +29,6 @@ import gc
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -368,33 +367,22 @@ def device_name(device) -> str:
     return f"{name} ({torch.get_num_threads()} threads)"
 
 
-def _git(*args: str) -> str:
-    try:
-        out = subprocess.run(
-            ["git", *args], capture_output=True, text=True, timeout=10,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
 def env_info(device, precision: str) -> dict[str, str]:
-    """Columns written into every benchmark CSV row."""
-    import timm
+    """Columns written into every benchmark CSV row: date, device, precision, versions, commit."""
+    from passt_lib.study.env import git_state, package_versions
 
     device = torch.device(device)
-    commit = _git("rev-parse", "--short=12", "HEAD") or "unknown"
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    git = git_state()
+    versions = package_versions(("torch", "torchaudio", "torchvision", "timm", "numpy",
+                                 "hear21passt"))
+    versions["torch"] = torch.__version__  # with its build tag (+cpu, +cu130)
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "device": device_name(device),
         "precision": resolve_precision(precision, device),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "python": platform.python_version(),
-        "commit": commit,
-        "dirty": str(dirty),
+        **{name: version or "" for name, version in versions.items()},
+        "commit": (git["commit"] or "unknown")[:12],
+        "dirty": str(git["dirty"]),
     }
 
 

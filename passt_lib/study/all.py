@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers or max(1, min(4, os.cpu_count() or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
     t0 = time.perf_counter()
+    made_by = git_state()  # before the figures rewrite tracked files
     times, failures = {}, {}
     if args.scale != "paper":
         # Build (or find) the dataset once, before parallel runs would race to build it.
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(Path(args.results) / "study_time.json", {
         "scale": args.scale, "workers": workers, "seconds": times, "total_seconds": total,
         "cpu_count": os.cpu_count(), "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        **git_state()})
+        **made_by})
     print(f"study finished in {total:.0f} s ({total / 60:.1f} min); figures in "
           f"{args.results}/figures, report in {args.results}/REPORT.md")
     if failures:
