@@ -108,6 +108,10 @@ def write_decoded_cache(path: Path, arr: np.ndarray) -> None:
         tmp.unlink(missing_ok=True)
 
 
+# What reading one entry may raise; an IndexError is a row missing from a file.
+READ_ERRORS = (OSError, RuntimeError, ValueError, KeyError, IndexError, sf.LibsndfileError)
+
+
 class AudioDataset(torch.utils.data.Dataset):
     """Shared logic: resampling, pad/crop, targets, error policy, decoded cache.
 
@@ -186,7 +190,7 @@ class AudioDataset(torch.utils.data.Dataset):
                 x = self._decode(i)
                 if not np.all(np.isfinite(x)):
                     raise ValueError("non-finite samples")
-            except (OSError, RuntimeError, ValueError, KeyError, sf.LibsndfileError) as exc:
+            except READ_ERRORS as exc:
                 msg = f"cannot read {self._error(i, exc)}"
                 if self.on_error == "raise":
                     raise ValueError(msg) from exc
@@ -206,7 +210,7 @@ class AudioDataset(torch.utils.data.Dataset):
             x = self._waveform(i)
             y = self._target(i)
             name = self._name(i)
-        except (OSError, RuntimeError, ValueError, KeyError, sf.LibsndfileError) as exc:
+        except READ_ERRORS as exc:
             raise ValueError(f"cannot read {self._error(i, exc)}") from exc
         if not np.all(np.isfinite(x)):
             raise ValueError(f"cannot read {self.path} entry {i}: non-finite samples")
