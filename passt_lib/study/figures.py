@@ -112,8 +112,9 @@ def patchout_figure(s: pd.DataFrame):
     The amount is shown by the marker (open: the smallest amount, filled: the others),
     not by text labels, which collide where types reach the same speed.
     """
-    fig, ax = style.figure("column", 2.6)
+    fig, ax = style.figure("column", 3.1)
     amounts = sorted(a for a in s["amount"].unique() if a > 0)
+    handles = []
     for i, kind in enumerate(_order(s["patchout"], PATCHOUT_ORDER)):
         r = s[s["patchout"] == kind].sort_values("amount")
         color = f"C{i}"
@@ -123,34 +124,54 @@ def patchout_figure(s: pd.DataFrame):
             ax.errorbar(row["samples_per_s_mean"], row["eval_map_mean"],
                         xerr=row["samples_per_s_std"], yerr=row["eval_map_std"],
                         marker=MARKERS.get(kind, "o"), capsize=2, lw=0.8, color=color,
-                        fillstyle="none" if small and kind != "none" else "full",
-                        label=kind if row["amount"] == r["amount"].iloc[-1] else None)
+                        fillstyle="none" if small and kind != "none" else "full")
+        handles.append(_legend_handle(kind, color))
     ax.set_xlabel("training throughput (clips/s)")
     ax.set_ylabel("eval mAP (mean ± sd over seeds)")
     ax.set_title("patchout: accuracy vs training speed")
-    title = (f"open: {amounts[0]:.0%} dropped, filled: {', '.join(f'{a:.0%}' for a in amounts[1:])}"
+    title = (f"amount: open {amounts[0]:g}, filled {', '.join(f'{a:g}' for a in amounts[1:])}"
              if len(amounts) > 1 else None)
-    ax.legend(fontsize=6, title=title, title_fontsize=6)
+    _legend_below(ax, handles, title)
     return fig
+
+
+def _legend_handle(label: str, color: str, fill: str = "full"):
+    """A marker-and-line legend entry, without the error bars that would hide the marker."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=color, marker=MARKERS.get(label.split(",")[0], "o"), lw=0.8,
+                  fillstyle=fill, label=label)
+
+
+def _legend_below(ax, handles, title=None, ncol: int = 3) -> None:
+    """The legend under the axes, clear of the data."""
+    ax.legend(handles=handles, fontsize=6, title=title, title_fontsize=6, ncol=ncol,
+              loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
 
 
 def c2f_figure(s: pd.DataFrame, x: str = "flops_rel"):
     """Eval mAP against training cost relative to fine-only training (filled: 2 phases)."""
-    fig, ax = style.figure("column", 2.6)
+    fig, ax = style.figure("column", 3.1)
     colors = {m: f"C{i}" for i, m in enumerate(C2F_ORDER)}
+    handles = []
     for _, r in s.iterrows():
         method, n_phases = r["method"], r["schedule_used"].count(",") + 1
         label = "fine-only" if method == "none" else f"{method}, {n_phases} phases"
-        ax.errorbar(r[f"{x}_mean"], r["eval_map_mean"], xerr=r[f"{x}_std"],
+        fill = "none" if n_phases > 2 else "full"
+        # Methods with the same schedule can cost the same FLOPs: dodge them sideways so
+        # that none hides another (by 0.006, well inside the x error bars' scale).
+        dodge = 0.006 * (C2F_ORDER.index(method) - 2) if method in C2F_ORDER[1:] else 0.0
+        ax.errorbar(r[f"{x}_mean"] + dodge, r["eval_map_mean"], xerr=r[f"{x}_std"],
                     yerr=r["eval_map_std"], marker=MARKERS.get(method, "o"), ls="none",
-                    capsize=2, color=colors.get(method, "k"),
-                    fillstyle="none" if n_phases > 2 else "full", label=label)
+                    capsize=2, color=colors.get(method, "k"), fillstyle=fill)
+        handles.append(_legend_handle(label, colors.get(method, "k"), fill))
+        handles[-1].set_linestyle("none")
     ax.axvline(1.0, color="gray", lw=0.6, ls=":")
     ax.set_xlabel("training FLOPs relative to fine-only" if x == "flops_rel"
                   else "training time relative to fine-only")
     ax.set_ylabel("eval mAP (mean ± sd over seeds)")
     ax.set_title("coarse-to-fine: accuracy vs training cost")
-    ax.legend(fontsize=6)
+    _legend_below(ax, handles, ncol=2)
     return fig
 
 
@@ -181,7 +202,17 @@ def scaling_figure(df: pd.DataFrame):
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("clip length (s)")
         ax.set_ylabel(label)
-    axes[0].set_title("cost against clip length")
+        # linear and quadratic guides through the first model's longest clip, where fixed
+        # per-step costs matter least
+        last = df.sort_values("seconds").groupby("model", sort=False).tail(1).iloc[0]
+        y1 = last["step_s" if ax is axes[0] else "mem_mib_per_sample"]
+        x0, x1 = xs[0], xs[-1]
+        ylim = ax.get_ylim()  # the guides must not stretch the axes
+        for power, ls in ((1, "--"), (2, ":")):
+            ax.plot([x0, x1], [y1 * (x0 / x1) ** power, y1], color="gray", lw=0.6, ls=ls,
+                    label=f"∝ length{'²' if power == 2 else ''}")
+        ax.set_ylim(ylim)
+    fig.suptitle("training cost against clip length (log-log)", fontsize=8)
     axes[0].legend(fontsize=6)
     return fig
 
