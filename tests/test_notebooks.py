@@ -207,11 +207,11 @@ def test_figures_from_stored_runs_only_count_finished_ones(tmp_path):
     for seed, (m_none, m_s) in enumerate([(0.30, 0.32), (0.34, 0.30)]):
         base = {"scale": "embedded", "seed": seed, "preset": "passt-b"}
         _fake_run(runs, "patchout", "10_patchout", {**base, "patchout": "none", "amount": 0.0},
-                  {"eval_map": m_none, "samples_per_s": 100.0, "peak_memory_mb": 10.0,
+                  {"eval_map": m_none, "samples_per_s": 100.0, "step_memory_mib_per_sample": 10.0,
                    "tokens_train": 147, "dropped_fraction": 0.0, "train_seconds": 10.0})
         _fake_run(runs, "patchout", "10_patchout",
                   {**base, "patchout": "structured", "amount": 0.6},
-                  {"eval_map": m_s, "samples_per_s": 180.0 + 2 * seed, "peak_memory_mb": 6.0,
+                  {"eval_map": m_s, "samples_per_s": 180.0 + 2 * seed, "step_memory_mib_per_sample": 6.0,
                    "tokens_train": 62, "dropped_fraction": 0.59, "train_seconds": 6.0})
     base = {"scale": "embedded", "seed": 9, "preset": "passt-b", "patchout": "time"}
     _fake_run(runs, "patchout", "10_patchout", {**base, "amount": 0.3}, None)  # killed run

@@ -152,12 +152,34 @@ def run_patchout(p: PatchoutParams, out_dir: str | Path) -> dict[str, Any]:
         "eval_map": m.get("eval_map"), "eval_auc": m.get("eval_auc"),
         "prior_map": m.get("prior_map"),
         "samples_per_s": m["samples_per_s"], "peak_memory_mb": m["peak_memory_mb"],
+        "step_memory_mib_per_sample": step_memory_per_sample(cfg),
         "tokens_train": kept + 2, "tokens_eval": grid[0] * grid[1] + 2,
         "dropped_fraction": 1 - kept / (grid[0] * grid[1]), "grid": list(grid), **po,
         "train_seconds": m["train_seconds"], "total_seconds": m["total_seconds"],
         "train_flops": m.get("train_flops"), "epochs": m["epochs"], "device": m["device"],
         "precision": m["precision"], "history": res["history"],
     }
+
+
+def step_memory_per_sample(cfg) -> float:
+    """MiB one training step allocates per sample on top of weights and optimiser state.
+
+    Measured on a synthetic batch for ``cfg``'s model, in this process, the way the
+    benchmarks measure it (``bench.common.peak_step_memory``); training's own
+    ``peak_memory_mb`` is the whole process's peak on a CPU, dominated by what every
+    run holds (libraries, data), so it cannot tell patchout settings apart.
+    """
+    from passt_lib.bench import common
+    from passt_lib.train import build_model
+
+    device = common.pick_device(cfg.device)
+    model = build_model(cfg, n_classes=20).to(device)
+    c = model.config
+    mel, target = common.synthetic_batch((1, c.input_fdim, c.input_tdim), 20, cfg.batch_size,
+                                         device)
+    step = common.TrainStep(model, mel, target, precision=cfg.precision)
+    step()  # creates AdamW's state, which is held, not allocated by the step
+    return common.mib(common.peak_step_memory(step, device)) / cfg.batch_size
 
 
 # ----------------------------------------------------------------------------- coarse-to-fine
