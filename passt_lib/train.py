@@ -438,13 +438,6 @@ def _stack_all(ds, batch_size: int = 64, num_workers: int = 0):
     return torch.cat(waves), torch.cat(targets)
 
 
-def default_data_root() -> Path:
-    """``data/`` of the repository checkout (where ``passt-study data build`` writes), else of
-    the working directory."""
-    repo = Path(__file__).resolve().parents[1]
-    return repo / "data" if (repo / "pyproject.toml").exists() else Path("data")
-
-
 def load_data(config: TrainConfig, d: Dist | None = None) -> tuple[DataConfig, Split, Split]:
     from passt_lib.data import make_datasets
 
@@ -456,7 +449,7 @@ def load_data(config: TrainConfig, d: Dist | None = None) -> tuple[DataConfig, S
         # Rank 0 builds the embedded dataset (if missing) while the others wait, then they
         # all find it cached: concurrent builds would replace each other's folders.
         def ensure():
-            return embedded.ensure(config.scale, root=default_data_root(),
+            return embedded.ensure(config.scale,
                                    progress=config.progress and d.main)
 
         if d.main:

@@ -172,3 +172,25 @@ def test_keywords_task_is_single_label(tmp_path):
     _, target, _ = train[0]
     assert target.dtype.is_floating_point is False and 0 <= int(target) < 10
     assert {s for c in embedded.read_sources(out / "eval_mp3.hdf") for s in c} == {"voice:eval"}
+
+
+def test_every_command_finds_the_dataset_in_one_place(monkeypatch, tmp_path):
+    """`passt-study data build`, training and the study all default to the checkout's data/."""
+    from pathlib import Path
+
+    import passt_lib
+    from passt_lib.data import cli
+
+    repo = Path(passt_lib.__file__).resolve().parents[1]
+    assert embedded.default_root() == repo / "data"
+    seen = {}
+
+    def fake_ensure(*args, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(embedded, "ensure", fake_ensure)
+    monkeypatch.chdir(tmp_path)  # a relative "data" default would point here
+    with pytest.raises(SystemExit):
+        cli.main(["build", "--scale", "smoke"])
+    assert seen["root"] is None  # ensure() then resolves default_root()

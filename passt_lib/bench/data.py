@@ -33,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from passt_lib.data import bench_decode, embedded
     from passt_lib.data.config import DataConfig
-    from passt_lib.train import TrainConfig, default_data_root, train
+    from passt_lib.train import TrainConfig, train
 
     common.set_threads(args.threads)
-    data = embedded.ensure(args.scale, root=default_data_root(), progress=False)
+    data = embedded.ensure(args.scale, progress=False)
     recipe = DataConfig.from_dict({**data.to_dict(), **_recipe_defaults()})
     rows = []
     for label, cfg in (("recipe augmentation", recipe), ("no augmentation", data.no_augmentation())):

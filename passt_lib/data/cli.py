@@ -1,6 +1,6 @@
 """``passt-study data ...``: build the embedded dataset, describe a data file.
 
-    passt-study data build [--scale embedded] [--seed 0] [--task mixtures] [--root data] [--force]
+    passt-study data build [--scale embedded] [--seed 0] [--task mixtures] [--root DIR] [--force]
     passt-study data info PATH
 """
 
@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     b.add_argument("--scale", default="embedded")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--task", default="mixtures", choices=("mixtures", "keywords"))
-    b.add_argument("--root", default="data")
+    b.add_argument("--root", default=None,
+                   help="dataset folder (default: data/ of the checkout, where training looks)")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
     b.add_argument("--workers", type=int, default=None)
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

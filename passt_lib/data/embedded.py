@@ -97,19 +97,27 @@ def class_names(task: str) -> tuple[str, ...]:
     return S.MIXTURE_TAGS if task == "mixtures" else S.DIGITS
 
 
+def default_root() -> Path:
+    """``data/`` of the repository checkout (git-ignored), else of the working directory."""
+    repo = Path(__file__).resolve().parents[2]
+    return repo / "data" if (repo / "pyproject.toml").exists() else Path("data")
+
+
 def ensure(scale: str | dict = "embedded", seed: int = 0, task: str = "mixtures",
-           root: str | Path = "data", force: bool = False, progress: bool = True,
+           root: str | Path | None = None, force: bool = False, progress: bool = True,
            workers: int | None = None, bank_dir: str | Path | None = None,
            **overrides) -> DataConfig:
     """Build the embedded dataset if missing (or ``force``), else return the cached one.
 
     ``scale`` is a scale name (``passt_lib.scales``) or a full params dict from
     ``build_params``; ``overrides`` change build parameters (n_train, n_eval, ...).
+    ``root`` defaults to :func:`default_root`, where every command of the project looks.
     Decoded source banks are cached in ``bank_dir`` (default ``root/banks``), keyed by
     their own parameters, so builds with other seeds or sizes reuse them.
     """
     params = dict(scale) if isinstance(scale, dict) else build_params(scale, seed, task,
                                                                      **overrides)
+    root = default_root() if root is None else Path(root)
     out = dataset_dir(params, root)
     if (out / "COMPLETE").exists() and not force:
         return _config_for(out, params)

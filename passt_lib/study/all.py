@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         from passt_lib.data import embedded
 
         print(f"== data: embedded dataset at scale {args.scale}", flush=True)
-        embedded.ensure(args.scale, root=REPO_ROOT / "data")
+        embedded.ensure(args.scale)
         times["data"] = round(time.perf_counter() - t0, 1)
     for name in (*TRAINING_STUDIES, *TIMING_STUDIES):
         if args.only and name not in args.only:

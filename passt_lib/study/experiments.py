@@ -11,9 +11,8 @@ returns the metrics the notebook writes with ``run.finish``.
 
 Multi-GPU: DDP cannot start inside a Jupyter kernel. For several GPUs, run
 ``torchrun --nproc_per_node N -m passt_lib.train CONFIG.yaml`` with the config
-:meth:`train_config` returns (``TrainConfig.to_dict()``), or set
-``launcher="torchrun"`` with ``nproc`` > 1 and :func:`train_in_subprocess`
-does it from the notebook.
+:meth:`train_config` returns (``TrainConfig.to_dict()``), or give the notebook
+``nproc`` > 1 and :func:`train_in_subprocess` does it from the kernel.
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ def _data(p):
 
     if p.scale == "paper":
         return DataConfig.audioset(p.audioset)
-    return embedded.ensure(p.scale, root=REPO_ROOT / "data", progress=False)
+    return embedded.ensure(p.scale, progress=False)
 
 
 # ----------------------------------------------------------------------------- patchout

@@ -14,7 +14,6 @@ import pandas as pd
 import torch
 
 from passt_lib.study import style
-from passt_lib.study.env import REPO_ROOT
 
 TABLE_PRESETS = ("ast", "ast-n", "passt-b", "passt-u", "passt-s", "passt-s-14", "passt-s-n")
 COMPRESSION_METHODS = ("frame_shift", "pool", "patchify")
@@ -49,7 +48,7 @@ def load_clip(scale: str = "embedded", preset: str = "passt-s", index: int = 0,
     from passt_lib.data import embedded, make_datasets
     from passt_lib.frontend import MelConfig, MelFrontend
 
-    data = embedded.ensure(scale, seed=seed, root=REPO_ROOT / "data", progress=False)
+    data = embedded.ensure(scale, seed=seed, progress=False)
     _, eval_ds = make_datasets(data)
     if not 0 <= index < len(eval_ds):
         raise ValueError(f"clip index {index} out of range: the eval split has {len(eval_ds)} clips")
