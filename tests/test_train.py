@@ -262,3 +262,15 @@ def test_skipped_entries_reach_metrics(tmp_path, caplog):
     metrics = json.loads((tmp_path / "skip" / "metrics.json").read_text())
     assert metrics["skipped"] == {"train": 2, "eval": 1}
     assert "skipped 2 of 12" in caplog.text and "skipped 1 of 12" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["cnn6", "mn04"])
+def test_cnn_baselines_train_through_the_same_loop(tiny_data, tmp_path, name):
+    """The CNN baselines use the same train(config) as PaSST: mel in, logits out."""
+    cfg = T.TrainConfig.for_scale(name, "smoke", data=tiny_data, out_dir=str(tmp_path),
+                                  epochs=1, batch_size=8, progress=False, threads=1)
+    res = T.train(cfg)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["preset"] == name and m["epochs"] == 1 and 0.0 <= m["eval_map"] <= 1.0
+    assert m["params"] == sum(p.numel() for p in res.model.parameters())
+    assert res.model.n_classes == 4 and m["tokens"] is None
