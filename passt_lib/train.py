@@ -1016,7 +1016,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"passt-study train: error: {exc}", file=sys.stderr)
         return 2
-    result = train(config)
+    try:
+        result = train(config)
+    except FileNotFoundError as exc:  # a data file that is not there: no traceback needed
+        print(f"passt-study train: error: {exc}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         m = result.metrics
         score = ", ".join(f"{k} {m[k]:.4f}" for k in ("eval_map", "eval_accuracy", "prior_map",

@@ -87,3 +87,16 @@ def test_train_cli_rejects_bad_input_without_training(data_file, tmp_path, capsy
         cli.main(["train", "--scale", "smoke", "--out", str(out)])  # no preset, no config
     assert info.value.code != 0 and "--preset" in capsys.readouterr().err
     assert not (out / "metrics.json").exists()
+
+
+def test_train_cli_missing_data_file_is_a_clear_error(tmp_path, capsys):
+    cfg = tmp_path / "missing.json"
+    missing = tmp_path / "nowhere" / "train.h5"
+    cfg.write_text(json.dumps({"data": DataConfig(
+        format="panns-hdf5", train_path=str(missing), eval_path=str(missing), n_classes=4,
+        clip_seconds=1.0).to_dict()}))
+    rc = cli.main(["train", str(cfg), "--preset", "passt-s", "--scale", "smoke",
+                   "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(missing) in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
