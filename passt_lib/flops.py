@@ -80,12 +80,19 @@ def train_flops(config: PaSSTConfig) -> int:
 
 
 def schedule_train_flops(config: PaSSTConfig, phases: Sequence[Phase],
-                         samples_per_epoch: int) -> list[int]:
-    """Training FLOPs of each phase of a schedule, for the full-resolution ``config``."""
+                         samples_per_epoch: int, batch_size: int | None = None) -> list[int]:
+    """Training FLOPs of each phase of a schedule, for the full-resolution ``config``.
+
+    A phase given in epochs trains ``epochs * samples_per_epoch`` samples, one given in
+    steps ``steps * batch_size``.
+    """
     out = []
     for p in phases:
+        if p.steps is not None and batch_size is None:
+            raise ValueError(f"a phase of {p.steps} steps needs batch_size to count its samples")
+        samples = p.steps * batch_size if p.steps is not None else p.epochs * samples_per_epoch
         c = phase_config(config, p.method, p.factor, patchout=p.patchout)
-        out.append(train_flops(c) * samples_per_epoch * p.epochs)
+        out.append(train_flops(c) * samples)
     return out
 
 

@@ -1,7 +1,7 @@
 """Coarse-to-fine phase schedules, as configuration.
 
-A schedule is a list of :class:`Phase`: train ``epochs`` epochs on inputs
-compressed in time by ``factor`` with ``method``, then move on to the next
+A schedule is a list of :class:`Phase`: train ``epochs`` epochs (or ``steps``
+optimiser steps) on inputs compressed in time by ``factor`` with ``method``, then move on to the next
 phase (the weights are carried over by :func:`passt_lib.compression.enter_phase`).
 The last phase is always full resolution (Feng et al. 2024, "From Coarse to
 Fine"): a model that ends coarse has never seen the input it is evaluated on.
@@ -13,8 +13,11 @@ Two spellings, both accepted by :func:`parse_schedule`:
 - a compact string, one comma-separated entry per phase::
 
       "pool:4x2,pool:2x2,full:4"
-      METHOD:FACTORxEPOCHS[:FLAG...]   (compressed phase)
-      full:EPOCHS[:FLAG...]            (full resolution)
+      "pool:4x300steps,full:2"
+      METHOD:FACTORxLENGTH[:FLAG...]   (compressed phase)
+      full:LENGTH[:FLAG...]            (full resolution)
+
+  LENGTH is a number of epochs (``2``) or of optimiser steps (``300steps``).
 
   Flags: ``max`` / ``avg`` (pooling mode, ``pool`` only), ``keep-lr``
   (continue the learning-rate schedule instead of restarting it with warm-up)
@@ -47,7 +50,10 @@ class Phase:
         "pool" (spectrogram pooled along time, kernel = stride = factor) or
         "patchify" (time patch size and stride x factor).
     factor: temporal compression factor k (1 for "full", >= 2 otherwise).
-    epochs: epochs spent in this phase (>= 1).
+    epochs: epochs spent in this phase (>= 1); the default when ``steps`` is not given.
+    steps: optimiser steps spent in this phase instead (>= 1). Training runs a phase of
+        ``steps`` as whole passes over the data plus a last, shorter pass, and the next
+        phase starts a new pass.
     restart_lr: restart the learning-rate schedule (with its warm-up) at the
         start of the phase, as the paper does; False continues it.
     pool_mode: "avg" or "max"; only used by "pool".
@@ -59,10 +65,11 @@ class Phase:
 
     method: str
     factor: int = 1
-    epochs: int = 1
+    epochs: int | None = None
     restart_lr: bool = True
     pool_mode: str = "avg"
     patchout: str = "scale"
+    steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -76,8 +83,16 @@ class Phase:
                 f"method {self.method!r} needs a compression factor >= 2, got {self.factor} "
                 f"(use method 'full' for an uncompressed phase)"
             )
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be an int >= 1, got {self.epochs!r}")
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError(f"a phase lasts epochs or steps, not both; got epochs={self.epochs}, "
+                             f"steps={self.steps}")
+        if self.steps is None:
+            if self.epochs is None:
+                object.__setattr__(self, "epochs", 1)
+            if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+                raise ValueError(f"epochs must be an int >= 1, got {self.epochs!r}")
+        elif isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be an int >= 1, got {self.steps!r}")
         if self.pool_mode not in POOL_MODES:
             raise ValueError(f"unknown pool_mode {self.pool_mode!r}; expected one of {POOL_MODES}")
         if self.patchout not in PATCHOUT_POLICIES:
@@ -89,6 +104,15 @@ class Phase:
     @property
     def is_full(self) -> bool:
         return self.method == "full"
+
+    def n_steps(self, steps_per_epoch: int) -> int:
+        """Optimiser steps of this phase when an epoch has ``steps_per_epoch`` steps."""
+        return self.steps if self.steps is not None else self.epochs * steps_per_epoch
+
+    @property
+    def length(self) -> str:
+        """The compact length: ``"3"`` (epochs) or ``"300steps"``."""
+        return f"{self.steps}steps" if self.steps is not None else str(self.epochs)
 
 
 def _parse_int(text: str, what: str, entry: str) -> int:
@@ -102,8 +126,8 @@ def _parse_entry(entry: str) -> Phase:
     parts = entry.strip().split(":")
     if len(parts) < 2 or not parts[0] or not parts[1]:
         raise ValueError(
-            f"cannot parse phase {entry!r}; expected METHOD:FACTORxEPOCHS (e.g. 'pool:4x2') "
-            f"or full:EPOCHS (e.g. 'full:4')"
+            f"cannot parse phase {entry!r}; expected METHOD:FACTORxEPOCHS (e.g. 'pool:4x2' or "
+            f"'pool:4x300steps') or full:EPOCHS (e.g. 'full:4')"
         )
     method, body, flags = parts[0].strip(), parts[1].strip(), [p.strip() for p in parts[2:]]
     if method not in METHODS:
@@ -117,8 +141,12 @@ def _parse_entry(entry: str) -> Phase:
                 f"phase {entry!r}: method {method!r} needs FACTORxEPOCHS, e.g. '{method}:4x2'"
             )
         factor, epochs_s = 1, body
-    epochs = _parse_int(epochs_s, "epochs", entry)
     kwargs: dict = {}
+    if epochs_s.strip().endswith("steps"):
+        kwargs["steps"] = _parse_int(epochs_s.strip()[:-len("steps")], "steps", entry)
+        epochs = None
+    else:
+        epochs = _parse_int(epochs_s, "epochs", entry)
     for flag in flags:
         if flag in POOL_MODES:
             if method != "pool":
@@ -184,7 +212,7 @@ def parse_schedule(spec: str | Sequence[Phase | Mapping] | None, *, epochs: int 
 
 
 def format_phase(p: Phase) -> str:
-    s = f"full:{p.epochs}" if p.is_full else f"{p.method}:{p.factor}x{p.epochs}"
+    s = f"full:{p.length}" if p.is_full else f"{p.method}:{p.factor}x{p.length}"
     if p.method == "pool" and p.pool_mode != "avg":
         s += f":{p.pool_mode}"
     if not p.restart_lr:
@@ -199,5 +227,9 @@ def format_schedule(phases: Sequence[Phase]) -> str:
     return ",".join(format_phase(p) for p in phases)
 
 
-def total_epochs(phases: Sequence[Phase]) -> int:
+def total_epochs(phases: Sequence[Phase]) -> int | None:
+    """Epochs of the whole schedule; None when a phase is given in steps (the epochs then
+    depend on the dataset size and batch)."""
+    if any(p.steps is not None for p in phases):
+        return None
     return sum(p.epochs for p in phases)

@@ -92,8 +92,10 @@ class TrainConfig:
         for the scale. data_overrides: ``DataConfig`` fields on top (e.g.
         ``{"wave_mixup": 0.0}``).
     epochs, batch_size (global, over all ranks), lr, warmup_epochs: None = the scale's.
-    schedule: coarse-to-fine phases ("pool:4x2,full:2"); None = one full phase of
-        ``epochs``. With a schedule, ``epochs`` is its total.
+    schedule: coarse-to-fine phases ("pool:4x2,full:2", or in optimiser steps
+        "pool:4x300steps,full:2"); None = one full phase of ``epochs``. With a schedule,
+        ``epochs`` is its total (None when a phase is given in steps: the epochs then
+        depend on the dataset size and batch).
     final_lr_ratio: the learning rate decays linearly to ``lr * final_lr_ratio``.
     precision: "auto" (bf16 where native), "fp32", "bf16", "fp16".
     device: "auto" (CUDA if available), "cpu", "cuda", "cuda:1", ...
@@ -144,8 +146,8 @@ class TrainConfig:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, getattr(scale, name))
         if self.schedule is not None:
-            total = _schedule_epochs(self.schedule)
-            if self.epochs is not None and self.epochs != total:
+            total = _schedule_epochs(self.schedule)  # None: a phase is given in steps
+            if self.epochs is not None and total is not None and self.epochs != total:
                 raise ValueError(
                     f"epochs={self.epochs} but schedule {self.schedule!r} has {total} epochs; "
                     "leave epochs unset with a schedule")
@@ -154,7 +156,7 @@ class TrainConfig:
             object.__setattr__(self, "epochs", scale.epochs)
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
-        if self.epochs < 1 or self.batch_size < 1:
+        if (self.epochs is not None and self.epochs < 1) or self.batch_size < 1:
             raise ValueError(f"need epochs >= 1 and batch_size >= 1; got {self.epochs}, "
                              f"{self.batch_size}")
         if self.lr <= 0 or self.warmup_epochs < 0 or not 0 <= self.final_lr_ratio <= 1:
@@ -190,7 +192,7 @@ def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
-def _schedule_epochs(schedule) -> int:
+def _schedule_epochs(schedule) -> int | None:
     from passt_lib.schedule import parse_schedule, total_epochs
 
     return total_epochs(parse_schedule(schedule))
@@ -298,20 +300,32 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float,
     return base_lr * (1.0 - (1.0 - final_ratio) * progress)
 
 
-def lr_segments(phases) -> list[tuple[int, int, int]]:
-    """For every phase: (segment index, epochs before it in its LR segment, segment epochs).
+def lr_segments(phases, steps_per_epoch: int = 1) -> list[tuple[int, int, int]]:
+    """For every phase: (segment index, steps before it in its LR segment, segment steps).
 
     A phase with ``restart_lr`` (and the first phase) starts a new LR schedule with
-    warm-up; a phase without continues the previous one.
+    warm-up; a phase without continues the previous one. With the default
+    ``steps_per_epoch=1`` an epoch-only schedule is counted in epochs.
     """
     starts = [i for i, p in enumerate(phases) if i == 0 or p.restart_lr]
+    steps = [p.n_steps(steps_per_epoch) for p in phases]
     out = []
     for i in range(len(phases)):
         s = max(j for j in starts if j <= i)
         end = min([j for j in starts if j > i], default=len(phases))
-        seg_epochs = sum(p.epochs for p in phases[s:end])
-        out.append((starts.index(s), sum(p.epochs for p in phases[s:i]), seg_epochs))
+        out.append((starts.index(s), sum(steps[s:i]), sum(steps[s:end])))
     return out
+
+
+def epoch_plan(phases, steps_per_epoch: int) -> list[list[int]]:
+    """Steps of every epoch of every phase: whole epochs, and for a phase given in steps a
+    last, shorter one (``[[2, 2, 1], [2]]`` for ``pool:2x5steps,full:1`` at 2 steps/epoch)."""
+    plan = []
+    for p in phases:
+        n = p.n_steps(steps_per_epoch)
+        plan.append([steps_per_epoch] * (n // steps_per_epoch)
+                    + ([n % steps_per_epoch] if n % steps_per_epoch else []))
+    return plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -696,7 +710,7 @@ class PhaseState:
     transform: Callable
     eval_mels: torch.Tensor  # (n_eval_local, F, T)
     first_epoch: int  # global index of the phase's first epoch
-    lr_offset_epochs: int  # epochs of the LR segment before this phase
+    lr_offset_steps: int  # steps of the LR segment before this phase
     lr_total_steps: int
     record: dict  # per-phase results for metrics.json
 
@@ -710,7 +724,7 @@ def train_epoch(ps: PhaseState, split: Split, batches: list[torch.Tensor], data:
     ps.frontend.train()
     loss_sum, lr = 0.0, config.lr
     for k, (wave, target) in enumerate(iterate_batches(split, batches, data.num_workers)):
-        step = (epoch - ps.first_epoch + ps.lr_offset_epochs) * steps_per_epoch + k
+        step = ps.lr_offset_steps + (epoch - ps.first_epoch) * steps_per_epoch + k
         lr = lr_at(step, ps.lr_total_steps, warmup_steps, config.lr, config.final_lr_ratio)
         for g in ps.optimizer.param_groups:
             g["lr"] = lr
@@ -792,7 +806,10 @@ def _train(config: TrainConfig) -> TrainResult:
     model = build_model(config, n_classes).to(device)
     mel0 = base_mel_config(model, config, data)
     phases = parse_phases(config)
-    segments = lr_segments(phases)
+    segments = lr_segments(phases, steps_per_epoch)
+    plan = epoch_plan(phases, steps_per_epoch)  # steps of each epoch, per phase
+    epoch_steps = [n for p in plan for n in p]  # (all epochs,)
+    n_epochs = len(epoch_steps)
 
     # Resume.
     ckpt_path = out_dir / "checkpoint.pt"
@@ -804,12 +821,12 @@ def _train(config: TrainConfig) -> TrainResult:
     done = ckpt["epoch"] if ckpt else 0
     spent = dict(ckpt["seconds"]) if ckpt else {"train": 0.0, "eval": 0.0, "total": 0.0}
 
-    bar = tqdm(total=config.epochs * steps_per_epoch, initial=done * steps_per_epoch,
+    bar = tqdm(total=sum(epoch_steps), initial=sum(epoch_steps[:done]),
                disable=not (config.progress and d.main), unit="step", dynamic_ncols=True)
     stopped = False
     first = 0
     for pi, phase in enumerate(phases):
-        last = first + phase.epochs
+        last = first + len(plan[pi])
         if done >= last:  # finished before the checkpoint
             first = last
             continue
@@ -828,10 +845,11 @@ def _train(config: TrainConfig) -> TrainResult:
         record = next((r for r in records if r["index"] == pi), None)
         if record is None:
             record = {"index": pi, "method": phase.method, "factor": phase.factor,
-                      "epochs": phase.epochs, "train_seconds": 0.0, "eval_seconds": 0.0,
+                      "epochs": len(plan[pi]), "steps": sum(plan[pi]),
+                      "train_seconds": 0.0, "eval_seconds": 0.0,
                       "train_samples": 0, "tokens": getattr(model, "n_tokens", lambda t: None)(True)}
             records.append(record)
-        _, lr_offset, lr_epochs = segments[pi]
+        _, lr_offset, lr_steps = segments[pi]
         ps = PhaseState(
             pi, phase,
             nn.parallel.DistributedDataParallel(
@@ -839,14 +857,15 @@ def _train(config: TrainConfig) -> TrainResult:
             if d.active else model,
             optimizer, frontend, transform,
             compute_mels(frontend, eval_split, eval_idx, eval_bs, device, data.num_workers),
-            first, lr_offset, lr_epochs * steps_per_epoch, record)
+            first, lr_offset, lr_steps, record)
 
         for e in range(max(first, done), last):
             seed_everything(_derived_seed(config.seed, e, d.rank, 2))
             aug_gen = torch.Generator().manual_seed(_derived_seed(config.seed, e, d.rank, 3))
             sampler.set_epoch(e)
             batches = list(torch.tensor(list(sampler)).split(local_batch))  # (local_batch,) each
-            bar.set_description(f"epoch {e + 1}/{config.epochs} {phase.method}")
+            batches = batches[:epoch_steps[e]]  # a phase given in steps ends with a short epoch
+            bar.set_description(f"epoch {e + 1}/{n_epochs} {phase.method}")
             t0 = time.perf_counter()
             loss, lr = train_epoch(ps, train_split, batches, data, n_classes, e, steps_per_epoch,
                                    warmup_steps, config, precision, device, aug_gen, bar)
@@ -858,7 +877,7 @@ def _train(config: TrainConfig) -> TrainResult:
             scores = eval_metrics(logits, eval_split.targets, task) if d.main else {}
             t_eval = time.perf_counter() - t0
 
-            n_trained = steps_per_epoch * config.batch_size
+            n_trained = len(batches) * config.batch_size
             spent["train"] += t_train
             spent["eval"] += t_eval
             record["train_seconds"] += t_train
@@ -872,13 +891,13 @@ def _train(config: TrainConfig) -> TrainResult:
                 write_history(out_dir / "history.csv", history)
                 save_checkpoint(ckpt_path, {
                     "config": config.to_dict(), "epoch": e + 1, "phase_index": pi,
-                    "step": (e + 1) * steps_per_epoch, "model": _unwrap(ps.model).state_dict(),
+                    "step": sum(epoch_steps[:e + 1]), "model": _unwrap(ps.model).state_dict(),
                     "optimizer": optimizer.state_dict(), "rng": rng_state(),
                     "history": history, "phases": records, "precision": precision,
                     "seconds": {**spent, "total": spent["total"] + time.perf_counter() - t_start},
                     "world_size": d.world})
             if config.stop_after_epoch is not None and \
-                    config.stop_after_epoch <= e + 1 < config.epochs:
+                    config.stop_after_epoch <= e + 1 < n_epochs:
                 stopped = True
                 break
         if stopped:

@@ -103,3 +103,22 @@ def test_benchmark_summary_savings():
     assert out["pool:4x1,full:1"]["time_saving"] == pytest.approx(0.3)
     assert out["full:2"]["map_mean"] == pytest.approx(0.55)
     assert out["full:2"]["map_sd"] == pytest.approx(0.0707, abs=1e-3)
+
+
+def test_phases_in_steps():
+    phases = parse_schedule("pool:4x300steps,pool:2x1,full:500steps:keep-lr")
+    assert phases[0] == Phase("pool", 4, steps=300) and phases[0].epochs is None
+    assert phases[1] == Phase("pool", 2, 1) and phases[1].steps is None
+    assert phases[2] == Phase("full", steps=500, restart_lr=False)
+    assert format_schedule(phases) == "pool:4x300steps,pool:2x1,full:500steps:keep-lr"
+    assert parse_schedule(format_schedule(phases)) == phases
+    assert [p.n_steps(7) for p in phases] == [300, 7, 500]
+    assert total_epochs(phases) is None  # depends on the data: steps per epoch
+    assert parse_schedule([{"method": "pool", "factor": 4, "steps": 30},
+                           {"method": "full", "epochs": 2}])[0].steps == 30
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        parse_schedule("pool:4x0steps,full:1")
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        parse_schedule("pool:4xsteps,full:1")
+    with pytest.raises(ValueError, match="epochs or steps, not both"):
+        Phase("pool", 4, epochs=2, steps=10)

@@ -16,6 +16,7 @@ import torch
 
 from passt_lib import train as T
 from passt_lib.data.config import DataConfig
+from passt_lib.schedule import parse_schedule
 
 SR = 32000
 
@@ -72,8 +73,6 @@ def test_lr_warms_up_peaks_and_decays_linearly():
 
 
 def test_lr_segments_restart_or_continue():
-    from passt_lib.schedule import parse_schedule
-
     assert T.lr_segments(parse_schedule("pool:4x2,full:3")) == [(0, 0, 2), (1, 0, 3)]
     assert T.lr_segments(parse_schedule("pool:4x2,full:3:keep-lr")) == [(0, 0, 5), (0, 2, 5)]
 
@@ -180,6 +179,34 @@ def test_coarse_to_fine_phases_and_resume_across_a_phase(tiny_data, tmp_path):
     assert all(p["train_seconds"] > 0 and "eval_map" in p for p in phases)
     assert [r["method"] for r in full.history] == ["pool", "full"]
     T.train(cfg.replace(out_dir=str(tmp_path / "b"), stop_after_epoch=1))
+    resumed = T.train(cfg.replace(out_dir=str(tmp_path / "b"), resume=True))
+    assert _trajectory(resumed) == _trajectory(full)
+
+
+def test_epoch_plan_and_lr_segments_in_steps():
+    phases = parse_schedule("pool:2x5steps,full:1")
+    assert T.epoch_plan(phases, 2) == [[2, 2, 1], [2]]
+    assert T.epoch_plan(parse_schedule("pool:2x4steps,full:2"), 2) == [[2, 2], [2, 2]]
+    assert T.lr_segments(phases, 2) == [(0, 0, 5), (1, 0, 2)]
+    assert T.lr_segments(parse_schedule("pool:2x5steps,full:1:keep-lr"), 2) == \
+        [(0, 0, 7), (0, 5, 7)]
+
+
+def test_phase_given_in_steps_trains_exactly_those_steps_and_resumes(tiny_data, tmp_path):
+    """16 clips at batch 8 are 2 steps an epoch: 3 steps of pool are 2 passes (2 + 1 steps)."""
+    cfg = tiny_config(tiny_data, tmp_path / "a", epochs=None, schedule="pool:2x3steps,full:1")
+    assert cfg.epochs is None  # the epochs depend on the data
+    full = T.train(cfg)
+    phases = full.metrics["phases"]
+    assert [(p["steps"], p["epochs"], p["train_samples"]) for p in phases] == \
+        [(3, 2, 24), (2, 1, 16)]
+    assert [r["phase"] for r in full.history] == [0, 0, 1] and full.metrics["epochs"] == 3
+    assert full.metrics["train_samples"] == 40
+    # whole epochs given as steps train exactly as the same epochs
+    as_steps = T.train(cfg.replace(out_dir=str(tmp_path / "c"), schedule="pool:2x4steps,full:1"))
+    as_epochs = T.train(cfg.replace(out_dir=str(tmp_path / "d"), schedule="pool:2x2,full:1"))
+    assert _trajectory(as_steps) == _trajectory(as_epochs)
+    T.train(cfg.replace(out_dir=str(tmp_path / "b"), stop_after_epoch=2))  # after the short pass
     resumed = T.train(cfg.replace(out_dir=str(tmp_path / "b"), resume=True))
     assert _trajectory(resumed) == _trajectory(full)
 
