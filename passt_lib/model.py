@@ -441,7 +441,8 @@ class PaSST(nn.Module):
         if hop < 1:
             raise ValueError(f"hop_frames must be >= 1, got {hop}")
         b, _, f, t_in = mel.shape
-        if t_in <= window:
+        c = self.config
+        if n_patches(t_in, c.patch_size, c.tstride) <= self.grid[1]:  # one window holds it all
             n_win, padded = 1, mel
             window = t_in
         else:

@@ -147,9 +147,10 @@ class TrainConfig:
                 object.__setattr__(self, name, getattr(scale, name))
         if self.schedule is not None:
             total = _schedule_epochs(self.schedule)  # None: a phase is given in steps
-            if self.epochs is not None and total is not None and self.epochs != total:
+            if self.epochs is not None and self.epochs != total:
                 raise ValueError(
-                    f"epochs={self.epochs} but schedule {self.schedule!r} has {total} epochs; "
+                    f"epochs={self.epochs} but schedule {self.schedule!r} has "
+                    f"{'its length in steps' if total is None else f'{total} epochs'}; "
                     "leave epochs unset with a schedule")
             object.__setattr__(self, "epochs", total)
         elif self.epochs is None:
@@ -931,8 +932,8 @@ def _train(config: TrainConfig) -> TrainResult:
         "n_train": len(train_split),
         "n_eval": len(eval_split),
         "phases": records,
-        "skipped": {"train": skipped_count(train_split.dataset),
-                    "eval": skipped_count(eval_split.dataset)},
+        "skipped": {"train": skipped_count(train_split, data.num_workers),
+                    "eval": skipped_count(eval_split, data.num_workers)},
     }
     if d.main and any(metrics["skipped"].values()):
         log.warning("unreadable entries were skipped (on_error='skip'):\n%s\n%s",
@@ -942,12 +943,15 @@ def _train(config: TrainConfig) -> TrainResult:
     return TrainResult(history, metrics, out_dir, model, completed=not stopped)
 
 
-def skipped_count(dataset) -> int:
-    """Entries this process skipped under ``on_error="skip"`` (0 for other datasets).
+def skipped_count(split: Split, num_workers: int) -> int | None:
+    """Entries skipped under ``on_error="skip"`` (0 for datasets without the policy).
 
-    Entries skipped inside DataLoader worker processes are logged there but not counted.
+    None when DataLoader worker processes read the split while training (not preloaded):
+    they log what they skip, but their counts do not come back.
     """
-    skipped = getattr(dataset, "skipped", {})
+    if split.waves is None and num_workers > 0:
+        return None
+    skipped = getattr(split.dataset, "skipped", {})
     if skipped and isinstance(next(iter(skipped.values())), dict):  # ConcatAudioDataset
         return sum(len(v) for v in skipped.values())
     return len(skipped)

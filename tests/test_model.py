@@ -130,6 +130,10 @@ def test_frames_past_the_last_patch_are_accepted():
     mel = torch.randn(1, 64, 105)
     with torch.no_grad():
         assert torch.equal(m(mel), m(mel[..., :100]))
+    one = m.predict_long(mel)  # the same single window, not a second, mostly padded one
+    assert one.logits.shape == (1, 1, 5) and one.end_frames.tolist() == [105]
+    with torch.no_grad():
+        assert torch.allclose(one.clip_logits, m(mel), atol=1e-6)
     paper = PaSSTConfig.preset("passt-s")
     assert paper.input_tdim == 998 and paper.grid[1] == \
         PaSSTConfig.preset("passt-s", input_tdim=1000).grid[1] == 99

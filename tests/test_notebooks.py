@@ -220,6 +220,9 @@ def test_figures_from_stored_runs_only_count_finished_ones(tmp_path):
     df = figures.load_runs(runs, "patchout", "embedded")
     assert len(df) == 4 and set(df["patchout"]) == {"none", "structured"}
     s = figures.summarize(df, ["patchout", "amount"], ["eval_map", "samples_per_s"])
+    # a metric older runs did not record summarises to NaN instead of failing
+    old = figures.summarize(df, ["patchout"], ["eval_map", "not_recorded_then"])
+    assert old["not_recorded_then_mean"].isna().all() and old["eval_map_mean"].notna().all()
     row = s[s["patchout"] == "structured"].iloc[0]
     assert row["n_seeds"] == 2 and row["eval_map_mean"] == pytest.approx(0.31)
     assert row["eval_map_std"] == pytest.approx(0.01414, abs=1e-4)

@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   {len(res.done)} run, {len(res.skipped)} already done, {len(res.failed)} failed, "
               f"{times[name]} s", flush=True)
     t = time.perf_counter()
-    run_figures_notebook(args.scale, Path(args.runs), Path(args.results), args.kernel)
+    try:
+        run_figures_notebook(args.scale, Path(args.runs), Path(args.results), args.kernel)
+    except Exception as exc:  # noqa: BLE001 - e.g. no finished run: report it with the rest
+        failures["figures"] = exc
     times["figures"] = round(time.perf_counter() - t, 1)
     total = round(time.perf_counter() - t0, 1)
     atomic_write_json(Path(args.results) / "study_time.json", {

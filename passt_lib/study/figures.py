@@ -74,6 +74,8 @@ def summarize(df: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFra
     """Mean, standard deviation (ddof 1; 0 for one seed) and count over seeds per group."""
     if df.empty:
         return pd.DataFrame()
+    # a metric that older runs did not record is missing (NaN) there, not an error
+    df = df.reindex(columns=[*df.columns, *(m for m in metrics if m not in df.columns)])
     g = df.groupby(by, sort=False, dropna=False)
     out = g[metrics].mean().add_suffix("_mean")
     out = out.join(g[metrics].std(ddof=1).fillna(0.0).add_suffix("_std"))
@@ -204,9 +206,10 @@ def scaling_figure(df: pd.DataFrame):
         ax.set_ylabel(label)
         # linear and quadratic guides through the first model's longest clip, where fixed
         # per-step costs matter least
-        last = df.sort_values("seconds").groupby("model", sort=False).tail(1).iloc[0]
+        first_model = df[df["model"] == df["model"].iloc[0]]
+        last = first_model.loc[first_model["seconds"].idxmax()]
         y1 = last["step_s" if ax is axes[0] else "mem_mib_per_sample"]
-        x0, x1 = xs[0], xs[-1]
+        x0, x1 = xs[0], last["seconds"]
         ylim = ax.get_ylim()  # the guides must not stretch the axes
         for power, ls in ((1, "--"), (2, ":")):
             ax.plot([x0, x1], [y1 * (x0 / x1) ** power, y1], color="gray", lw=0.6, ls=ls,
