@@ -227,6 +227,38 @@ def format_schedule(phases: Sequence[Phase]) -> str:
     return ",".join(format_phase(p) for p in phases)
 
 
+SHAPES = ("2-phase", "3-phase")
+
+
+def standard_schedule(method: str, shape: str, epochs: int, factor: int = 4,
+                      coarse_fraction: float = 0.5) -> str:
+    """The study's standard schedules, as a compact string, for ``epochs`` in all.
+
+    "2-phase": ``method`` at ``factor`` for the coarse fraction of the epochs, then full
+    resolution; "3-phase": the same coarse epochs split between ``factor`` and
+    ``factor // 2`` (e.g. 8 epochs: ``pool:4x4,full:4`` and ``pool:4x2,pool:2x2,full:4``).
+    The benchmarks and the ``20_coarse_to_fine`` notebook both build their schedules here.
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"unknown schedule shape {shape!r}; expected one of {SHAPES}")
+    if method not in METHODS or method == "full":
+        raise ValueError(f"a {shape} schedule compresses with one of {METHODS[1:]}, got {method!r}")
+    if epochs < 2:
+        raise ValueError(f"a {shape} schedule needs at least 2 epochs (coarse, then full); "
+                         f"got epochs={epochs}")
+    coarse = min(max(1, round(coarse_fraction * epochs)), epochs - 1)
+    if shape == "2-phase":
+        return f"{method}:{factor}x{coarse},full:{epochs - coarse}"
+    if factor < 4 or factor % 2:
+        raise ValueError(f"a 3-phase schedule continues at factor/2 and needs an even factor "
+                         f">= 4, got {factor}")
+    if coarse < 2:
+        raise ValueError(f"a 3-phase schedule needs >= 2 coarse epochs; {epochs} epochs x "
+                         f"coarse_fraction {coarse_fraction} gives {coarse}")
+    first = coarse // 2
+    return f"{method}:{factor}x{first},{method}:{factor // 2}x{coarse - first},full:{epochs - coarse}"
+
+
 def total_epochs(phases: Sequence[Phase]) -> int | None:
     """Epochs of the whole schedule; None when a phase is given in steps (the epochs then
     depend on the dataset size and batch)."""

@@ -82,7 +82,7 @@ def test_benchmark_schedules_keep_the_epoch_budget():
     plan = schedules(8, 4, ["pool", "patchify"], [2, 3])
     assert plan[0] == (FINE, "full:8")
     assert ("pool", "pool:4x4,full:4") in plan
-    assert ("patchify", "patchify:4x3,patchify:2x3,full:2") in plan
+    assert ("patchify", "patchify:4x2,patchify:2x2,full:4") in plan  # as the study builds it
     assert all(total_epochs(parse_schedule(s)) == 8 for _, s in plan)
     with pytest.raises(ValueError, match="3-phase"):
         schedules(8, 2, ["pool"], [3])
@@ -122,3 +122,23 @@ def test_phases_in_steps():
         parse_schedule("pool:4xsteps,full:1")
     with pytest.raises(ValueError, match="epochs or steps, not both"):
         Phase("pool", 4, epochs=2, steps=10)
+
+
+def test_standard_schedules():
+    from passt_lib.schedule import standard_schedule
+
+    assert standard_schedule("pool", "2-phase", 6) == "pool:4x3,full:3"
+    assert standard_schedule("frame_shift", "3-phase", 6) == \
+        "frame_shift:4x1,frame_shift:2x2,full:3"
+    assert standard_schedule("pool", "2-phase", 8, factor=2, coarse_fraction=0.25) == \
+        "pool:2x2,full:6"
+    for s in ("pool:4x3,full:3", standard_schedule("patchify", "3-phase", 9)):
+        assert parse_schedule(s)[-1].is_full
+    with pytest.raises(ValueError, match="even factor >= 4"):
+        standard_schedule("pool", "3-phase", 8, factor=2)
+    with pytest.raises(ValueError, match="unknown schedule shape"):
+        standard_schedule("pool", "4-phase", 8)
+    with pytest.raises(ValueError, match="compresses with one of"):
+        standard_schedule("full", "2-phase", 8)
+    with pytest.raises(ValueError, match="at least 2 epochs"):
+        standard_schedule("pool", "2-phase", 1)

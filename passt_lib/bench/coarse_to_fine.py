@@ -1,9 +1,10 @@
 """Coarse-to-fine training against fine-only training, at the same number of epochs.
 
 For one preset and scale, trains (``passt_lib.train.train``) a fine-only run
-``full:N`` and, for each compression method, a 2-phase schedule
-``METHOD:kxA,full:B`` (A = N // 2) and a 3-phase schedule
-``METHOD:kxA,METHOD:(k/2)xA,full:B`` (A = round(N / 3)), over several seeds.
+``full:N`` and, for each compression method, the study's 2-phase schedule
+``METHOD:kxA,full:B`` and 3-phase schedule ``METHOD:kxA1,METHOD:(k/2)xA2,full:B``
+(A = A1 + A2 = N / 2 coarse epochs; ``passt_lib.schedule.standard_schedule``), over
+several seeds.
 Writes one row per run to ``results/bench/coarse_to_fine.csv`` (schedule,
 method, seed, train_flops, train_seconds, eval_map, per-phase details and the
 environment) and prints savings against fine-only (training FLOPs and
@@ -40,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from passt_lib.bench import common
-from passt_lib.schedule import format_schedule, parse_schedule
+from passt_lib.schedule import format_schedule, parse_schedule, standard_schedule
 
 METHODS = ("frame_shift", "pool", "patchify")
 FINE = "fine-only"
@@ -48,26 +49,17 @@ FINE = "fine-only"
 
 def schedules(epochs: int, factor: int, methods: Sequence[str], n_phases: Sequence[int]
               ) -> list[tuple[str, str]]:
-    """(method label, compact schedule) pairs: fine-only first, then each method's schedules."""
+    """(method label, compact schedule) pairs: fine-only first, then each method's schedules,
+    the study's standard ones (``passt_lib.schedule.standard_schedule``: the first half of
+    the epochs coarse)."""
     if factor < 2:
         raise ValueError(f"factor must be >= 2, got {factor}")
     out = [(FINE, f"full:{epochs}")]
     for m in methods:
         for n in n_phases:
-            if n == 2:
-                a = epochs // 2
-                if a < 1:
-                    raise ValueError(f"a 2-phase schedule needs epochs >= 2, got {epochs}")
-                s = f"{m}:{factor}x{a},full:{epochs - a}"
-            elif n == 3:
-                a = max(1, round(epochs / 3))
-                if factor // 2 < 2 or epochs - 2 * a < 1:
-                    raise ValueError(
-                        f"a 3-phase schedule needs factor >= 4 and epochs >= 3, got factor "
-                        f"{factor}, epochs {epochs}")
-                s = f"{m}:{factor}x{a},{m}:{factor // 2}x{a},full:{epochs - 2 * a}"
-            else:
+            if n not in (2, 3):
                 raise ValueError(f"phase counts are 2 or 3, got {n}")
+            s = standard_schedule(m, f"{n}-phase", epochs, factor)
             out.append((m, format_schedule(parse_schedule(s))))
     return out
 

@@ -221,22 +221,13 @@ class CoarseToFineParams:
 def build_schedule(method: str, schedule: str, epochs: int, factor: int = 4,
                    coarse_fraction: float = 0.5) -> str:
     """The compact schedule string: "none" -> "full:E"; "2-phase" -> "M:kxC,full:F"; ..."""
+    from passt_lib.schedule import standard_schedule
+
     if method == "none":
         return f"full:{epochs}"
     if schedule not in C2F_SCHEDULES:
         return schedule
-    if epochs < 2:
-        raise ValueError(f"a {schedule} schedule needs at least 2 epochs (coarse, then full); "
-                         f"got epochs={epochs}: set the epochs parameter")
-    coarse = min(max(1, round(coarse_fraction * epochs)), epochs - 1)
-    if schedule == "2-phase":
-        return f"{method}:{factor}x{coarse},full:{epochs - coarse}"
-    if coarse < 2:
-        raise ValueError(f"a 3-phase schedule needs >= 2 coarse epochs; {epochs} epochs x "
-                         f"coarse_fraction {coarse_fraction} gives {coarse}")
-    first = coarse // 2
-    return (f"{method}:{factor}x{first},{method}:{factor // 2}x{coarse - first},"
-            f"full:{epochs - coarse}")
+    return standard_schedule(method, schedule, epochs, factor, coarse_fraction)
 
 
 def c2f_train_config(p: CoarseToFineParams, out_dir: str | Path):
