@@ -49,6 +49,11 @@ def test_schedule_flops_add_up():
     per_phase = schedule_train_flops(cfg, phases, samples_per_epoch=10)
     assert per_phase[1] == train_flops(cfg) * 10 * 3
     assert per_phase[0] == train_flops(phase_config(cfg, "pool", 2)) * 10 * 2
+    in_steps = parse_schedule("pool:2x7steps,full:3")  # 7 steps of 4 clips: 28 samples
+    assert schedule_train_flops(cfg, in_steps, samples_per_epoch=10, batch_size=4)[0] == \
+        train_flops(phase_config(cfg, "pool", 2)) * 28
+    with pytest.raises(ValueError, match="needs batch_size"):
+        schedule_train_flops(cfg, in_steps, samples_per_epoch=10)
 
 
 def test_measure_flops_of_a_cnn():
