@@ -1,9 +1,9 @@
 """Coarse-to-fine phase schedules, as configuration.
 
 A schedule is a list of :class:`Phase`: train ``epochs`` epochs (or ``steps``
-optimiser steps) on inputs compressed in time by ``factor`` with ``method``, then move on to the next
-phase (the weights are carried over by :func:`passt_lib.compression.enter_phase`).
-The last phase is always full resolution (Feng et al. 2024, "From Coarse to
+optimiser steps) on inputs compressed in time by ``factor`` with ``method``, then
+move on to the next phase (the weights are carried over by
+:func:`passt_lib.compression.enter_phase`). The last phase is always full resolution (Feng et al. 2024, "From Coarse to
 Fine"): a model that ends coarse has never seen the input it is evaluated on.
 
 Two spellings, both accepted by :func:`parse_schedule`:

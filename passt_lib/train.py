@@ -462,17 +462,12 @@ def load_data(config: TrainConfig, d: Dist | None = None) -> tuple[DataConfig, S
         from passt_lib.data import embedded
 
         # Rank 0 builds the embedded dataset (if missing) while the others wait, then they
-        # all find it cached: concurrent builds would replace each other's folders.
-        def ensure():
-            return embedded.ensure(config.scale,
-                                   progress=config.progress and d.main)
-
-        if d.main:
-            data = ensure()
-        if d.active:
-            dist.barrier()
+        # find it cached: concurrent builds would replace each other's folders.
         if not d.main:
-            data = ensure()
+            dist.barrier()  # released by rank 0 below
+        data = embedded.ensure(config.scale, progress=config.progress and d.main)
+        if d.main and d.active:
+            dist.barrier()
         if not get_scale(config.scale).augment:
             data = data.no_augmentation()
     if config.data_overrides:
@@ -951,10 +946,7 @@ def skipped_count(split: Split, num_workers: int) -> int | None:
     """
     if split.waves is None and num_workers > 0:
         return None
-    skipped = getattr(split.dataset, "skipped", {})
-    if skipped and isinstance(next(iter(skipped.values())), dict):  # ConcatAudioDataset
-        return sum(len(v) for v in skipped.values())
-    return len(skipped)
+    return getattr(split.dataset, "n_skipped", 0)
 
 
 def _sum_or_none(values):

@@ -280,6 +280,10 @@ class AudioDataset(torch.utils.data.Dataset):
             y = torch.from_numpy(targets.astype(np.float32))
         return waves, y, [self._name(int(i)) for i in keep]
 
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
     def skip_report(self) -> str:
         if not self.skipped:
             return f"{self.path}: nothing skipped"
@@ -457,6 +461,10 @@ class ConcatAudioDataset(torch.utils.data.ConcatDataset):
     @property
     def skipped(self) -> dict[str, dict[int, str]]:
         return {d.path: d.skipped for d in self.datasets}
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(d.n_skipped for d in self.datasets)
 
     def skip_report(self) -> str:
         return "\n".join(d.skip_report() for d in self.datasets)

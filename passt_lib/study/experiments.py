@@ -26,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from passt_lib.schedule import SHAPES
 from passt_lib.study.atomic import atomic_write_text
 from passt_lib.study.env import REPO_ROOT
 
 SCALE_NAMES = ("smoke", "embedded", "paper")
 PATCHOUT_TYPES = ("none", "time", "frequency", "structured", "unstructured")
 C2F_METHODS = ("none", "frame_shift", "pool", "patchify")
-C2F_SCHEDULES = ("2-phase", "3-phase")
+C2F_SCHEDULES = SHAPES  # the standard schedules of passt_lib.schedule
 
 
 def _choice(name: str, value: Any, choices) -> None:

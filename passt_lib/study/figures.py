@@ -229,11 +229,10 @@ def _fmt(v, spec=".3f") -> str:
 
 def _cell(v, column: str) -> str:
     """A Table 1 cell: counts as integers, mAP with 3 decimals, other numbers with 2."""
-    if not isinstance(v, float) or np.isnan(v):
-        return _fmt(v) if isinstance(v, float) else str(v)
-    if column.endswith("seq_len"):
-        return f"{v:,.0f}"
-    return format(v, ".3f" if column == "paper_map" else ".2f")
+    if not isinstance(v, float):
+        return str(v)
+    return _fmt(v, ",.0f" if column.endswith("seq_len") else
+                ".3f" if column == "paper_map" else ".2f")
 
 
 def _pm(row, key, spec=".3f") -> str:
