@@ -14,9 +14,9 @@ import papermill
 import pytest
 import yaml
 
+from passt_lib.atomic import read_json
 from passt_lib.study import experiments as E
 from passt_lib.study import figures, runner
-from passt_lib.study.atomic import read_json
 from passt_lib.study.notebook_params import notebook_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,7 +190,7 @@ def test_figures_notebook_and_cli_are_byte_stable(smoke_runs, kernel, tmp_path):
 
 def _fake_run(root: Path, study: str, notebook: str, params: dict, metrics: dict | None,
               hash_ok: bool = True) -> None:
-    from passt_lib.study.atomic import atomic_write_json
+    from passt_lib.atomic import atomic_write_json
     from passt_lib.study.rundir import config_hash
 
     h = config_hash(notebook, params)

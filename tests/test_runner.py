@@ -12,8 +12,8 @@ import nbformat
 import pytest
 import yaml
 
+from passt_lib.atomic import atomic_write_json, read_json
 from passt_lib.study import runner
-from passt_lib.study.atomic import atomic_write_json, read_json
 from passt_lib.study.notebook_params import notebook_parameters, parse_parameters, resolve_params
 from passt_lib.study.rundir import config_hash, is_done
 

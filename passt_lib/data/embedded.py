@@ -39,6 +39,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from passt_lib.atomic import atomic_open
 from passt_lib.data import sources as S
 from passt_lib.data.config import DataConfig
 from passt_lib.data.readers import fit_length, resample, to_mono, write_decoded_cache
@@ -310,11 +311,8 @@ def keyword_bank(sample_rate: int, cache_dir: Path, workers: int = 2):
                                             workers).items():
             for word, arrays in texts.items():
                 bank[split].setdefault(word, []).extend(S.Sample(voice, a) for a in arrays)
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_open(cache) as f:
         pickle.dump(bank, f)
-    os.replace(tmp, cache)
     return bank
 
 

@@ -51,6 +51,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from passt_lib.atomic import atomic_open
+
 log = logging.getLogger("passt_lib.data")
 
 HOW_TO_GET = (
@@ -99,13 +101,11 @@ def to_mono(x: np.ndarray) -> np.ndarray:
 
 def write_decoded_cache(path: Path, arr: np.ndarray) -> None:
     """Write an int16 (N, S) decoded-clip cache atomically; unwritable folders are skipped."""
-    tmp = Path(f"{path}.tmp{os.getpid()}.npy")
     try:
-        np.save(tmp, arr)
-        os.replace(tmp, path)
+        with atomic_open(path) as f:
+            np.save(f, arr)
     except OSError as exc:
         log.info("not writing the decoded cache %s: %s", path, exc)
-        tmp.unlink(missing_ok=True)
 
 
 # What reading one entry may raise; an IndexError is a row missing from a file.

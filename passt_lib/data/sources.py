@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
 import re
 import shutil
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from passt_lib.atomic import atomic_open
 from passt_lib.data.readers import resample
 
 BANK_VERSION = 1
@@ -388,9 +388,6 @@ def mixture_bank(sample_rate: int, cache_dir: str | Path, notes_per_instrument: 
         absent = [t for t in MIXTURE_TAGS if not bank[split].get(t)]
         if absent:
             raise RuntimeError(f"the {split} source bank has no samples for tags {absent}")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_open(cache) as f:
         pickle.dump(bank, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, cache)
     return bank

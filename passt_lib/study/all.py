@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from passt_lib.study.atomic import atomic_write_json
+from passt_lib.atomic import atomic_write_json
 from passt_lib.study.env import REPO_ROOT, git_state
 from passt_lib.study.runner import load_study, run_study
 

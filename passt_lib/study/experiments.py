@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from passt_lib.atomic import atomic_write_text
 from passt_lib.schedule import SHAPES
-from passt_lib.study.atomic import atomic_write_text
 from passt_lib.study.env import REPO_ROOT
 
 SCALE_NAMES = ("smoke", "embedded", "paper")

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from passt_lib.atomic import atomic_write_text, read_json
 from passt_lib.study import style
-from passt_lib.study.atomic import atomic_write_text, read_json
 from passt_lib.study.env import REPO_ROOT
 from passt_lib.study.rundir import ENV_FILE, METRICS_FILE, PARAMS_FILE
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import yaml
 
-from passt_lib.study.atomic import atomic_write_json, read_json
+from passt_lib.atomic import atomic_write_json, read_json
 from passt_lib.study.env import REPO_ROOT
 from passt_lib.study.notebook_params import notebook_parameters, resolve_params
 from passt_lib.study.rundir import FAILED_FILE, METRICS_FILE, config_hash, is_done, notebook_stem

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import matplotlib
 
-from passt_lib.study.atomic import atomic_write_bytes
+from passt_lib.atomic import atomic_write_bytes
 
 STYLE = Path(__file__).with_name("passt.mplstyle")
 COLUMN, PAGE = 3.3, 6.75  # inches

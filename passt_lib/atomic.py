@@ -1,27 +1,38 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
-Every result file of a run goes through these helpers: write to a temporary
-file in the same directory, flush and fsync it, then ``os.replace`` it onto
-the target (atomic on POSIX). A run killed mid-write leaves at most a stray
-``.tmp`` file, which nothing reads.
+Every file the library writes (checkpoints, metrics, histories, study results, decoded
+caches, source banks) goes through :func:`atomic_open`: write to a temporary file in the
+same directory, flush and fsync it, then ``os.replace`` it onto the target (atomic on
+POSIX). A process killed mid-write leaves at most a stray ``.tmp`` file, which nothing
+reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file next to ``path``; on a clean exit it replaces ``path``.
+
+    ``mode`` is "wb" or "w" (UTF-8). On an exception the temporary file is removed and
+    ``path`` is left as it was. The parent folder is created if needed.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open writes whole files: mode 'wb' or 'w', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -29,7 +40,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
