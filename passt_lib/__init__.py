@@ -19,7 +19,7 @@ _EXPORTS = {
     "MelConfig": "passt_lib.frontend",
     "MelFrontend": "passt_lib.frontend",
     "load_audio": "passt_lib.frontend",
-    "TrainConfig": "passt_lib.train",
+    "TrainConfig": "passt_lib.train_config",
     "train": "passt_lib.train",
     "get_scale": "passt_lib.scales",
 }

