@@ -1,9 +1,9 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
 Every file the library writes (checkpoints, metrics, histories, study results, decoded
-caches, source banks) goes through :func:`atomic_open`: write to a temporary file in the
-same directory, flush and fsync it, then ``os.replace`` it onto the target (atomic on
-POSIX). A process killed mid-write leaves at most a stray ``.tmp`` file, which nothing
+caches, source banks, HDF5 files) goes through :func:`atomic_path` / :func:`atomic_open`:
+write to a temporary file in the same directory, fsync it, then ``os.replace`` it onto the
+target (atomic on POSIX). A process killed mid-write leaves at most a stray ``.tmp`` file, which nothing
 reads.
 """
 
@@ -19,27 +19,34 @@ from typing import IO, Any
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file next to ``path``; on a clean exit it replaces ``path``.
-
-    ``mode`` is "wb" or "w" (UTF-8). On an exception the temporary file is removed and
-    ``path`` is left as it was. The parent folder is created if needed.
-    """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"atomic_open writes whole files: mode 'wb' or 'w', got {mode!r}")
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path next to ``path`` for a writer that wants a file name (h5py, np.save);
+    on a clean exit the file is synced and replaces ``path``, on an exception it is removed
+    and ``path`` is left as it was. The parent folder is created if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
-            yield f
-            f.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file next to ``path`` (mode "wb" or "w", UTF-8); on a clean exit it
+    replaces ``path`` (see :func:`atomic_path`)."""
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open writes whole files: mode 'wb' or 'w', got {mode!r}")
+    with atomic_path(path) as tmp, open(tmp, mode, **({"encoding": "utf-8"} if mode == "w"
+                                                      else {})) as f:
+        yield f
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -61,7 +61,7 @@ from passt_lib.data.augment import augment_batch, soft_targets, spec_mixup
 from passt_lib.data.config import DataConfig
 from passt_lib.data.pipeline import (
     Split,
-    iterate_batches,
+    TrainBatches,
     load_splits,
     resolve_num_workers,
     skipped_count,
@@ -92,7 +92,11 @@ from passt_lib.train_config import TrainConfig, parse_args
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainResult", "train", "main"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "train", "main"]
+
+# Optimiser steps between the loop's host syncs (progress bar, divergence check): the device
+# runs ahead of the host in between.
+LOG_EVERY = 50
 
 
 @dataclass
@@ -129,10 +133,13 @@ def _train(config: TrainConfig) -> TrainResult:
         ps = enter_phase(run, model, pi)
         model = ps.model
         for e in range(max(epochs.start, run.done), epochs.stop):
-            loss, lr, seconds = train_epoch(run, ps, e)
-            end_epoch(run, ps, e, loss, lr, seconds)
-            if config.stop_after_epoch is not None and \
-                    config.stop_after_epoch <= e + 1 < run.schedule.n_epochs:
+            stop = config.stop_after_epoch is not None and \
+                config.stop_after_epoch <= e + 1 < run.schedule.n_epochs
+            epoch = train_epoch(run, ps, e)
+            if not stop and e + 1 < run.schedule.n_epochs:  # workers decode while we evaluate
+                run.batches.start(e + 1, run.schedule.epoch_steps[e + 1])
+            end_epoch(run, ps, e, epoch)
+            if stop:
                 return finish(run, model, completed=False)
         example = ps.transform(ps.eval_mels[:1].to(run.device))  # (1, F, T)
         ps.record["train_flops"] = float(train_flops_per_sample(model, example)
@@ -155,7 +162,7 @@ class Run:
     train_split: Split
     eval_split: Split
     n_classes: int
-    sampler: ShardedSampler
+    batches: TrainBatches
     schedule: LRSchedule
     model: nn.Module  # the initial model (full resolution)
     mel0: object  # the full-resolution MelConfig
@@ -190,20 +197,21 @@ def setup(config: TrainConfig) -> Run:
         out_dir.mkdir(parents=True, exist_ok=True)
     data = resolve_data(config, d)
     train_split, eval_split = load_splits(data, preload=config.preload,
-                                          num_workers=data.num_workers, device=torch.device("cpu"))
+                                          num_workers=data.num_workers, device=device)
     n_classes = _n_classes(data, train_split)
     steps_per_epoch = max((data.num_samples or len(train_split)) // config.batch_size, 1)
     seed_everything(config.seed)  # identical initial weights on every rank
     model = build_model(config, n_classes).to(device)
-    phases = parse_phases(config)
-    schedule = LRSchedule(phases, steps_per_epoch, config.warmup_epochs, config.lr,
-                          config.final_lr_ratio)
+    schedule = LRSchedule(parse_phases(config), steps_per_epoch, config.warmup_epochs,
+                          config.lr, config.final_lr_ratio)
+    sampler = _sampler(data, train_split, n_classes, steps_per_epoch * config.batch_size, d,
+                       config.seed)
+    batches = TrainBatches(train_split, sampler, config.batch_size // d.world,
+                           clip_samples=data.n_samples, num_workers=data.num_workers,
+                           device=device, seed=config.seed)
     run = Run(config, d, device, resolve_precision(config.precision, device), data,
-              train_split, eval_split, n_classes,
-              _sampler(data, train_split, n_classes, steps_per_epoch * config.batch_size, d,
-                       config.seed),
-              schedule, model, base_mel_config(model, config, data), out_dir, None,
-              time.perf_counter())
+              train_split, eval_split, n_classes, batches, schedule, model,
+              base_mel_config(model, config, data), out_dir, None, time.perf_counter())
     _resume(run)
     run.bar = tqdm(total=schedule.total_steps, initial=schedule.steps_before(run.done),
                    disable=not (config.progress and d.main), unit="step", dynamic_ncols=True)
@@ -224,7 +232,7 @@ def resolve_data(config: TrainConfig, d: Dist) -> DataConfig:
     if config.data_overrides:
         data = dataclasses.replace(data, **config.data_overrides)
     workers = resolve_num_workers(data.num_workers, threads=config.threads,
-                                  local_world=d.local_world)
+                                  local_world=d.local_world, device_type=device_kind(config.device))
     return dataclasses.replace(data, num_workers=workers)
 
 
@@ -232,7 +240,7 @@ def _sampler(data: DataConfig, split: Split, n_classes: int, num_samples: int, d
              seed: int) -> ShardedSampler:
     weights = None
     if data.balanced:
-        weights = balanced_weights(_multi_hot(split.targets, n_classes).numpy(),
+        weights = balanced_weights(_multi_hot(split.targets.cpu(), n_classes).numpy(),
                                    data.balanced_sum, data.balanced_offset)
     return ShardedSampler(len(split), weights=weights, num_samples=num_samples, rank=d.rank,
                           world_size=d.world, seed=seed)
@@ -387,7 +395,9 @@ def enter_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
     run.ckpt = None
-    frontend = MelFrontend(mel_cfg).to(run.device)
+    # Readers reject non-finite clips when they decode them, so the training front-end skips
+    # its finiteness check (a host sync every step); the eval front-end keeps it.
+    frontend = MelFrontend(mel_cfg.replace(check_finite=False)).to(run.device)
     record = next((r for r in run.records if r["index"] == pi), None)
     if record is None:
         epochs = run.schedule.phase_epochs(pi)
@@ -399,12 +409,22 @@ def enter_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
     trained = (nn.parallel.DistributedDataParallel(
         model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
         if run.d.active else model)
-    step = Step(trained, optimizer, frontend, transform, run.data, run.n_classes,
-                run.precision, run.device)
+    step = Step(maybe_compile(trained, run.config.compile, run.device), optimizer, frontend,
+                transform, run.data, run.n_classes, run.precision, run.device)
     eval_idx = torch.arange(len(run.eval_split))[run.d.rank::run.d.world]  # this rank's shard
-    mels = compute_mels(frontend, run.eval_split, eval_idx, run.eval_batch, run.device,
-                        run.data.num_workers)
+    mels = compute_mels(MelFrontend(mel_cfg).to(run.device), run.eval_split, eval_idx,
+                        run.eval_batch, run.device, run.data.num_workers)
     return PhaseState(pi, phases[pi], model, step, mels, record)
+
+
+def maybe_compile(model: nn.Module, compile: bool | str, device: torch.device) -> nn.Module:
+    """``torch.compile`` the training model when ``compile`` says so ("auto": on CUDA).
+
+    Shapes are static: a phase with another input size compiles its own graphs.
+    """
+    if compile == "auto":
+        compile = device.type == "cuda"
+    return torch.compile(model, dynamic=False) if compile else model
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,14 +450,15 @@ class Step:
 
     def __call__(self, wave: torch.Tensor, target: torch.Tensor, lr: float,
                  generator: torch.Generator) -> torch.Tensor:
-        """Train on (wave (B, S), target); returns the loss (a 0-dim tensor)."""
+        """Train on (wave (B, S), target) on the device; returns the loss (a 0-dim tensor on
+        the device: reading it would make the host wait for the step)."""
         for g in self.optimizer.param_groups:
             g["lr"] = lr
+        # Augmentation draws come from the CPU generator; the work runs on the device.
         wave, target = augment_batch(wave, target, self.data, n_classes=self.n_classes,
                                      generator=generator)
         with torch.no_grad():
-            mel = self.frontend(wave.to(self.device))  # (B, F, T)
-        target = target.to(self.device)
+            mel = self.frontend(wave)  # (B, F, T)
         if self.data.spec_mixup_alpha > 0:
             mel, target = spec_mixup(mel, soft_targets(target, self.n_classes),
                                      self.data.spec_mixup_alpha, generator)
@@ -457,36 +478,91 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor
     return F.cross_entropy(logits, target)  # class indices, or soft targets after mixup
 
 
-def train_epoch(run: Run, ps: PhaseState, e: int) -> tuple[float, float, float]:
-    """Train epoch ``e``; returns (mean loss on this rank, last learning rate, seconds)."""
+@dataclass
+class EpochResult:
+    loss: float  # mean training loss on this rank
+    lr: float  # the last step's learning rate
+    seconds: float  # wall time of the epoch's steps
+    wait_seconds: float  # of which the training process waited for batches
+
+
+def train_epoch(run: Run, ps: PhaseState, e: int) -> EpochResult:
+    """Train epoch ``e``. The host syncs with the device only every ``LOG_EVERY`` steps and at
+    the end, where a non-finite loss stops the run (:class:`LossMonitor`)."""
     seed_everything(derived_seed(run.config.seed, e, run.d.rank, GLOBAL_STREAM))
     generator = torch.Generator().manual_seed(
         derived_seed(run.config.seed, e, run.d.rank, AUGMENT_STREAM))
-    run.sampler.set_epoch(e)
-    batches = list(torch.tensor(list(run.sampler)).split(run.local_batch))  # (local_batch,) each
-    batches = batches[:run.schedule.epoch_steps[e]]  # a phase given in steps ends short
+    n = run.schedule.epoch_steps[e]  # a phase given in steps ends with a short epoch
     run.bar.set_description(f"epoch {e + 1}/{run.schedule.n_epochs} {ps.phase.method}")
     ps.step.train()
-    t0 = time.perf_counter()
-    loss_sum, lr = 0.0, run.config.lr
-    for k, (wave, target) in enumerate(iterate_batches(run.train_split, batches,
-                                                       run.data.num_workers)):
+    monitor = LossMonitor(run, e)
+    wait0, t0 = run.batches.wait_seconds, time.perf_counter()
+    for k, (wave, target) in enumerate(run.batches.epoch(e, n)):
         lr = run.schedule.lr(e, k)
-        loss_value = ps.step(wave, target, lr, generator).item()
-        loss_sum += loss_value
+        monitor.add(ps.step(wave, target, lr, generator), lr)
         run.bar.update(1)
-        run.bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
+        if (k + 1) % LOG_EVERY == 0:
+            monitor.check()
+    monitor.check()
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
-    return loss_sum / max(len(batches), 1), lr, time.perf_counter() - t0
+    return EpochResult(monitor.mean, monitor.lrs[-1] if monitor.lrs else run.config.lr,
+                       time.perf_counter() - t0, run.batches.wait_seconds - wait0)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the run stopped without writing metrics."""
+
+
+class LossMonitor:
+    """An epoch's loss, summed on the device, and its first non-finite step, recorded there
+    too: :meth:`check` reads both at the loop's syncs, never in between."""
+
+    def __init__(self, run: Run, epoch: int) -> None:
+        self.run, self.epoch = run, epoch
+        self.sum = torch.zeros((), dtype=torch.float64, device=run.device)
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=run.device)
+        self.lrs: list[float] = []
+
+    def add(self, loss: torch.Tensor, lr: float) -> None:
+        self.sum += loss.double()
+        first = ~torch.isfinite(loss) & (self.first_bad < 0)
+        self.first_bad = torch.where(first, len(self.lrs), self.first_bad)
+        self.lrs.append(lr)
+
+    @property
+    def mean(self) -> float:
+        return float(self.sum) / max(len(self.lrs), 1)
+
+    def check(self) -> None:
+        """Sync: show the running loss; raise :class:`TrainingDiverged` after a bad step."""
+        run, bad = self.run, self.first_bad.clone()
+        if run.d.active:  # every rank stops at the same sync
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        k = int(bad)
+        if k >= 0:
+            raise TrainingDiverged(self._message(k))
+        if self.lrs:
+            run.bar.set_postfix(loss=f"{self.mean:.4f}", lr=f"{self.lrs[-1]:.2e}", refresh=False)
+
+    def _message(self, k: int) -> str:
+        run, e = self.run, self.epoch
+        ckpt = run.out_dir / "checkpoint.pt"
+        kept = (f"the last good checkpoint is {ckpt} (after epoch {run.done})" if run.done
+                else "no checkpoint was written (it diverged in the first epoch)")
+        return (f"training diverged: the loss became NaN or infinite at step "
+                f"{run.schedule.steps_before(e) + k + 1} (epoch {e + 1}, step {k + 1} of "
+                f"{run.schedule.epoch_steps[e]}) with learning rate {self.lrs[k]:.3g}; "
+                f"stopped without writing metrics.json; {kept}. Lower lr, or check the data.")
 
 
 # --------------------------------------------------------------------------------------------
 # 4. Evaluate, record, save
 # --------------------------------------------------------------------------------------------
-def end_epoch(run: Run, ps: PhaseState, e: int, loss: float, lr: float, t_train: float) -> None:
+def end_epoch(run: Run, ps: PhaseState, e: int, epoch: EpochResult) -> None:
     """Evaluate after epoch ``e``, add it to the history, write history.csv and checkpoint.pt."""
-    (loss,) = all_reduce_mean([loss], run.d)
+    (loss,) = all_reduce_mean([epoch.loss], run.d)
+    t_train = epoch.seconds
     t0 = time.perf_counter()
     logits = gather_rows(predict(ps.model, ps.eval_mels, ps.transform, run.eval_batch,
                                  run.precision, run.device), len(run.eval_split), run.d)
@@ -499,9 +575,10 @@ def end_epoch(run: Run, ps: PhaseState, e: int, loss: float, lr: float, t_train:
     ps.record["eval_seconds"] += t_eval
     ps.record["train_samples"] += n_trained
     ps.record.update(scores)
-    run.history.append({"epoch": e + 1, "phase": ps.index, "method": ps.phase.method, "lr": lr,
-                        "train_loss": loss, **scores, "train_seconds": t_train,
-                        "eval_seconds": t_eval, "samples_per_s": n_trained / t_train})
+    run.history.append({"epoch": e + 1, "phase": ps.index, "method": ps.phase.method,
+                        "lr": epoch.lr, "train_loss": loss, **scores, "train_seconds": t_train,
+                        "eval_seconds": t_eval, "samples_per_s": n_trained / t_train,
+                        "data_wait_seconds": epoch.wait_seconds})
     run.done = e + 1
     if run.d.main:
         write_history(run.out_dir / "history.csv", run.history)
@@ -552,6 +629,7 @@ def run_metrics(run: Run, model: nn.Module) -> dict:
         "preset": c.model, "scale": c.scale, "schedule": c.schedule,
         "epochs": len(run.history), "seed": c.seed,
         "train_seconds": spent["train"], "eval_seconds": spent["eval"],
+        "data_wait_seconds": sum(h.get("data_wait_seconds", 0.0) for h in run.history),
         "total_seconds": spent["total"] + time.perf_counter() - run.t_start,
         "train_samples": samples,
         "samples_per_s": samples / max(spent["train"], 1e-9),
@@ -598,7 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = train(config)
-    except FileNotFoundError as exc:  # a data file that is not there: no traceback needed
+    except (FileNotFoundError, TrainingDiverged) as exc:  # no traceback needed
         print(f"passt-study train: error: {exc}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -134,6 +135,8 @@ class TrainConfig:
         if (self.epochs is not None and self.epochs < 1) or self.batch_size < 1:
             raise ValueError(f"need epochs >= 1 and batch_size >= 1; got {self.epochs}, "
                              f"{self.batch_size}")
+        if not math.isfinite(self.lr):
+            raise ValueError(f"lr must be a finite number; got {self.lr}")
         if self.lr <= 0 or self.warmup_epochs < 0 or not 0 <= self.final_lr_ratio <= 1:
             raise ValueError(f"need lr > 0, warmup_epochs >= 0, final_lr_ratio in [0, 1]; got "
                              f"{self.lr}, {self.warmup_epochs}, {self.final_lr_ratio}")

@@ -173,3 +173,24 @@ def test_scaling_bench_writes_csv_and_figure(tmp_path):
     assert int(rows[1]["seq_len"]) > int(rows[0]["seq_len"])
     assert (tmp_path / "scaling.png").stat().st_size > 0
     assert (tmp_path / "scaling.pdf").stat().st_size > 0
+
+
+def test_train_bench_measures_loader_device_and_end_to_end(tmp_path, capsys):
+    """`bench train` on 16 synthetic 10 s mp3 clips: the three rates, the bound, the stall."""
+    from passt_lib.bench import train as bench_train
+
+    out = tmp_path / "train.csv"
+    assert bench_train.main(["--clips", "16", "--batch", "4", "--epochs", "2",
+                             "--steps", "2", "--workers", "1", "--data-root", str(tmp_path),
+                             "--out", str(out)]) == 0
+    row = next(csv.DictReader(out.open()))
+    for key in ("loader_clips_per_s", "device_clips_per_s", "end_to_end_clips_per_s",
+                "bound_clips_per_s"):
+        assert float(row[key]) > 0, key
+    bound = 2 / (float(row["loader_cpu_ms_per_clip"]) + float(row["device_cpu_ms_per_clip"]))
+    assert float(row["bound_clips_per_s"]) == pytest.approx(int(row["cores"]) * 1e3 * bound / 2)
+    assert 0 <= float(row["stall_fraction"]) <= 1 and row["workers"] == "1"
+    assert float(row["end_to_end_over_bound"]) == pytest.approx(
+        float(row["end_to_end_clips_per_s"]) / float(row["bound_clips_per_s"]))
+    assert "end to end / bound" in capsys.readouterr().out
+    assert set(ENV_COLUMNS) <= set(row)

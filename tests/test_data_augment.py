@@ -135,3 +135,48 @@ def test_shuffle_sampler_covers_each_index_once_across_ranks():
     assert set(flat) == set(range(10)) and len(flat) == 12  # padded by 2 repeats
     with pytest.raises(ValueError, match="rank"):
         ShardedSampler(10, rank=3, world_size=3)
+
+
+def _reference_augment(wave, target, gen_seed, fraction=0.5, alpha=2.0, max_db=7.0,
+                       roll_fraction=0.5):
+    """Roll, gain and wave mixup written clip by clip with NumPy, drawing the same numbers
+    in the same order from the same generator: the reference for the batched version."""
+    g = gen(gen_seed)
+    x, y = wave.numpy().astype(np.float64), target.numpy().astype(np.float64)
+    b, s = x.shape
+    m = int(roll_fraction * s)
+    shifts = (torch.randint(-m, m + 1, (b,), generator=g) % s).tolist()
+    x = np.stack([np.roll(x[i], k) for i, k in enumerate(shifts)])
+    db = ((torch.rand(b, generator=g) * 2 - 1) * max_db).numpy()
+    x = x * (10 ** (db / 20))[:, None]
+    n_mix = int(round(fraction * b))
+    chosen = torch.randperm(b, generator=g)[:n_mix].tolist()
+    partner = torch.randperm(b, generator=g)[:n_mix].tolist()
+    seed = int(torch.randint(0, 2**62, (1,), generator=g))
+    lam = np.random.default_rng(seed).beta(alpha, alpha, n_mix)
+    lam = np.maximum(lam, 1 - lam)
+    out_x, out_y = x.copy(), y.copy()
+    for j, (i, p) in enumerate(zip(chosen, partner)):
+        out_x[i] = lam[j] * (x[i] - x[i].mean()) + (1 - lam[j]) * (x[p] - x[p].mean())
+        out_y[i] = lam[j] * y[i] + (1 - lam[j]) * y[p]
+    return out_x, out_y
+
+
+def test_batched_augmentation_equals_the_clip_by_clip_reference():
+    wave = torch.randn(12, 400)
+    target = (torch.rand(12, 5) < 0.3).float()
+    w, t = augment_batch(wave, target, DataConfig(), n_classes=5, generator=gen(7))
+    ref_w, ref_t = _reference_augment(wave, target, 7)
+    np.testing.assert_allclose(w.numpy(), ref_w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(t.numpy(), ref_t, rtol=1e-6, atol=1e-6)
+
+
+def test_augmentation_runs_where_the_batch_is():
+    """On a device without data ("meta") every op must stay there: only the draws (a few
+    numbers per clip) come from the CPU generator; nothing is copied back to the host."""
+    wave = torch.empty(8, 300, device="meta")
+    target = torch.empty(8, 4, device="meta")
+    w, t = augment_batch(wave, target, DataConfig(), n_classes=4, generator=gen())
+    m, t2 = spec_mixup(torch.empty(8, 1, 6, 7, device="meta"), t, 0.3, gen())
+    assert w.device.type == t.device.type == m.device.type == t2.device.type == "meta"
+    assert w.shape == (8, 300) and m.shape == (8, 1, 6, 7)

@@ -100,3 +100,27 @@ def test_train_cli_missing_data_file_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and str(missing) in err and "Traceback" not in err
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_set_data_format_or_train_path_means_own_data(data_file, tmp_path):
+    """--set data.format / data.train_path describe one's own dataset (the embedded one is not
+    built; DataConfig's defaults fill the rest); other data.* keys patch the embedded default."""
+    from passt_lib.train_config import TrainConfig, apply_sets
+
+    d = json.loads(data_file.read_text())["data"]
+    sets = [f"data.format={d['format']}", f"data.train_path={d['train_path']}",
+            f"data.eval_path={d['eval_path']}", "data.n_classes=4", "data.clip_seconds=1.0"]
+    cfg = TrainConfig.from_dict(apply_sets({"model": "passt-s", "scale": "smoke"}, sets))
+    assert cfg.data == DataConfig(format="panns-hdf5", train_path=d["train_path"],
+                                  eval_path=d["eval_path"], n_classes=4, clip_seconds=1.0)
+    assert cfg.data_overrides == {}
+    patch = TrainConfig.from_dict(apply_sets({"model": "passt-s"}, ["data.wave_mixup=0"]))
+    assert patch.data is None and patch.data_overrides == {"wave_mixup": 0.0}
+    # end to end: no config file, only --set data.*; the autouse fixture refuses a build
+    out = tmp_path / "own"
+    argv = ["train", "--preset", "passt-s", "--scale", "smoke", "--out", str(out),
+            "--no-progress", "--set", "batch_size=8", "--set", "epochs=1"]
+    for s in sets:
+        argv += ["--set", s]
+    assert cli.main(argv) == 0
+    assert json.loads((out / "metrics.json").read_text())["n_train"] == 16

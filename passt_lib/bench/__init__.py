@@ -7,6 +7,7 @@ Subcommands (``python -m passt_lib.bench SUB`` or ``passt-study bench SUB``):
 - ``scaling``: training step time and memory against clip length.
 - ``coarse-to-fine``: cost of coarse-to-fine training schedules.
 - ``data``: decode + augmentation throughput against what training consumes.
+- ``train``: the training loop end to end against the loader alone and the device alone.
 
 Shared measurement helpers live in :mod:`passt_lib.bench.common`.
 """
@@ -24,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "scaling": ("passt_lib.bench.scaling", "step time and memory against clip length"),
     "coarse-to-fine": ("passt_lib.bench.coarse_to_fine", "cost of coarse-to-fine schedules"),
     "data": ("passt_lib.bench.data", "decode + augmentation throughput against training's needs"),
+    "train": ("passt_lib.bench.train", "the training loop against its limits: loader, device, end to end"),
 }
 
 
