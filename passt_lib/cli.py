@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from passt_lib.errors import DEBUG_ENV, run_main
 
 # name -> (module whose main(argv) runs it, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -21,21 +24,31 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def dispatch(prog: str, description: str, subcommands: dict[str, tuple[str, str]],
+             argv: list[str]) -> int:
+    """Run ``argv[0]``'s module's ``main(argv[1:])`` (user errors: one line, exit 2)."""
     parser = argparse.ArgumentParser(
-        prog="passt-study",
-        description="Efficient audio-transformer training: PaSST patchout and coarse-to-fine, as a study.",
+        prog=prog, description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="subcommands:\n"
-        + "\n".join(f"  {name:<9} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
-        + "\n\nRun `passt-study SUBCOMMAND --help` for a subcommand's options.",
+        + "\n".join(f"  {name:<15} {help_}" for name, (_, help_) in subcommands.items())
+        + f"\n\nRun `{prog} SUBCOMMAND --help` for a subcommand's options.",
     )
-    parser.add_argument("subcommand", choices=sorted(SUBCOMMANDS), metavar="SUBCOMMAND")
+    parser.add_argument("subcommand", choices=list(subcommands), metavar="SUBCOMMAND")
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     ns = parser.parse_args(argv[:1])
-    module = importlib.import_module(SUBCOMMANDS[ns.subcommand][0])
-    return int(module.main(argv[1:]) or 0)
+    module = importlib.import_module(subcommands[ns.subcommand][0])
+    return run_main(f"{prog} {ns.subcommand}", module.main, argv[1:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--debug"]:  # tracebacks instead of one-line errors, here and below
+        os.environ[DEBUG_ENV] = "1"
+        argv = argv[1:]
+    return dispatch("passt-study", "Efficient audio-transformer training: PaSST patchout and "
+                    "coarse-to-fine, as a study. (passt-study --debug SUBCOMMAND ...: show "
+                    "tracebacks of errors)", SUBCOMMANDS, argv)
 
 
 if __name__ == "__main__":

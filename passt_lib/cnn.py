@@ -42,7 +42,7 @@ integer rounding).
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -51,6 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
+from passt_lib.configs import replace_strict
 from passt_lib.frontend import MelConfig
 from passt_lib.registry import register_model
 
@@ -110,7 +111,7 @@ class CNNConfig:
     def preset(cls, name: str, **overrides) -> CNNConfig:
         if name not in CNN_PRESETS:
             raise ValueError(f"unknown CNN preset {name!r}; expected one of {', '.join(CNN_PRESETS)}")
-        return replace_config(CNN_PRESETS[name], **overrides)
+        return replace_strict(CNN_PRESETS[name], **overrides)
 
 
 CNN_PRESETS: dict[str, CNNConfig] = {
@@ -120,17 +121,6 @@ CNN_PRESETS: dict[str, CNNConfig] = {
     "cnn10": CNNConfig(block="double3x3", channels=(64, 128, 256, 512), pools=(2, 2, 2, 2)),
     "cnn6": CNNConfig(block="single5x5", channels=(64, 128, 256, 512), pools=(2, 2, 2, 2)),
 }
-
-
-def replace_config(config, **overrides):
-    """``dataclasses.replace`` that names the known fields when a key is unknown."""
-    known = {f.name for f in dataclasses.fields(config)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown {type(config).__name__} field(s) {unknown}; known: {', '.join(sorted(known))}"
-        )
-    return dataclasses.replace(config, **overrides)
 
 
 def mel_batch(mel: torch.Tensor, n_mels: int) -> torch.Tensor:
@@ -220,7 +210,7 @@ class PANNsCNN(nn.Module):
             win_length=c.win_length, hop_length=c.hop_length, fmin=c.fmin, fmax=c.fmax,
         )
 
-    def forward_features(self, mel: torch.Tensor) -> torch.Tensor:
+    def forward_embedding(self, mel: torch.Tensor) -> torch.Tensor:
         """mel (B, 1, F, T) or (B, F, T) -> embedding (B, D), D = last block's channels."""
         x = mel_batch(mel, self.config.input_fdim)
         f, t = x.shape[2], x.shape[3]
@@ -242,7 +232,7 @@ class PANNsCNN(nn.Module):
         return F.relu(self.fc1(x))  # (B, D)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.fc_audioset(self.forward_features(mel))
+        return self.fc_audioset(self.forward_embedding(mel))
 
 
 def _drop_extractor_keys(module, state_dict, prefix, local_metadata, strict, missing, unexpected,
@@ -285,14 +275,10 @@ def load_panns_state_dict(model: PANNsCNN, checkpoint: Mapping[str, object], str
     return model.load_state_dict(panns_state_dict(checkpoint), strict=strict)
 
 
-def _factory(name: str):
-    def build(**overrides) -> PANNsCNN:
-        return PANNsCNN(CNNConfig.preset(name, **overrides))
-
-    build.__name__ = f"build_{name}"
-    build.__doc__ = f"PANNs {name.upper()}; overrides are CNNConfig fields (e.g. n_classes)."
-    return build
+def _build(name: str, **overrides) -> PANNsCNN:
+    """A PANNs CNN preset; overrides are CNNConfig fields (e.g. n_classes)."""
+    return PANNsCNN(CNNConfig.preset(name, **overrides))
 
 
 for _name in CNN_PRESETS:
-    register_model(_name)(_factory(_name))
+    register_model(_name, display=_name.upper(), scale_mels=True)(functools.partial(_build, _name))

@@ -13,8 +13,10 @@ Coarse to Fine"), each by an integer factor k:
 
 :func:`compressed_grid` reports the (F, T) patch grid and the token counts of
 a method without building a model; :func:`phase_config` gives the model
-config of a phase; :func:`transfer_state_dict` moves weights between two
-resolutions; :func:`enter_phase` does all of it for a training loop.
+config of a phase (patchify: a rectangular (frequency, time) patch);
+:func:`transfer_state_dict` moves weights between two resolutions;
+:func:`enter_phase` does all of it for a training loop, always from the
+full-resolution config it is given.
 
 Patchout and compression compose. By default (``patchout="scale"``) the
 patchout amounts are rescaled in proportion to the compressed grid, like
@@ -42,58 +44,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import resample_patch_embed
+from timm.layers import resample_abs_pos_embed, resample_patch_embed
 
 from passt_lib.grid import patch_grid
 from passt_lib.model import PaSST, PaSSTConfig
-from passt_lib.scales import scale_patchout
-from passt_lib.schedule import METHODS, PATCHOUT_POLICIES, POOL_MODES, Phase
-
-FULL_CONFIG_ATTR = "c2f_full_config"  # set on phase models: the full-resolution config
-
-
-# --------------------------------------------------------------------------------------
-# Configs with a time patch that differs from the frequency patch (patchify phases)
-# --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TimePatchConfig(PaSSTConfig):
-    """``PaSSTConfig`` whose time patch size is ``patch_size_t`` (patchify phases).
-
-    The frequency patch stays ``patch_size``; the grid is computed with the
-    (patch_size, patch_size_t) kernel. Built by :func:`build_model`.
-    """
-
-    patch_size_t: int = 16
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return patch_grid(self.input_fdim, self.input_tdim,
-                          (self.patch_size, self.patch_size_t), (self.fstride, self.tstride))
-
-
-def patch_shape(config: PaSSTConfig) -> tuple[int, int]:
-    """(frequency, time) patch size of a config."""
-    return config.patch_size, getattr(config, "patch_size_t", config.patch_size)
-
-
-def build_model(config: PaSSTConfig) -> PaSST:
-    """A PaSST/AST for ``config``, with a (patch_size, patch_size_t) kernel where they differ."""
-    model = PaSST(config)
-    pf, pt = patch_shape(config)
-    if pt != pf:
-        d = config.embed_dim
-        # The model builds a square kernel; swap in the rectangular one.
-        model.patch_embed.proj = nn.Conv2d(1, d, kernel_size=(pf, pt),
-                                           stride=(config.fstride, config.tstride))
-    return model
-
-
-def full_resolution_config(config: PaSSTConfig) -> PaSSTConfig:
-    """Strip a ``TimePatchConfig`` back to a plain ``PaSSTConfig`` (same field values)."""
-    if type(config) is PaSSTConfig:
-        return config
-    names = {f.name for f in dataclasses.fields(PaSSTConfig)}
-    return PaSSTConfig(**{k: v for k, v in dataclasses.asdict(config).items() if k in names})
+from passt_lib.patchout import check_amounts, rescale_amounts
+from passt_lib.phases import METHODS, PATCHOUT_POLICIES, POOL_MODES, Phase
 
 
 # --------------------------------------------------------------------------------------
@@ -127,50 +83,34 @@ def compressed_input_tdim(input_tdim: int, method: str, factor: int) -> int:
     return input_tdim
 
 
-def _rescaled_patchout(config: PaSSTConfig, new_grid: tuple[int, int], policy: str,
-                       what: str) -> dict:
-    """Patchout amounts for ``new_grid``; raises if they would drop every patch."""
+def _phase_patchout(config: PaSSTConfig, new_grid: tuple[int, int], policy: str,
+                    what: str) -> dict:
+    """Patchout amounts of a phase's grid; raises if they would drop every patch."""
     if policy not in PATCHOUT_POLICIES:
         raise ValueError(f"unknown patchout policy {policy!r}; expected one of {PATCHOUT_POLICIES}")
-    (f0, t0), (f1, t1) = config.grid, new_grid
-    s_t, s_f, u = config.s_patchout_t, config.s_patchout_f, config.u_patchout
+    where = f"{what} leaves"
     if policy == "off":
         return {"s_patchout_t": 0, "s_patchout_f": 0, "u_patchout": 0}
     if policy == "scale":
-        s_t, s_f = scale_patchout(s_t, t1, t0), scale_patchout(s_f, f1, f0)
-        u = scale_patchout(u, f1 * t1, f0 * t0)
-    if s_t >= t1:
-        raise ValueError(
-            f"{what} leaves {t1} time patches (from {t0}) but structured patchout drops "
-            f"s_patchout_t={s_t} of them ({policy!r} policy); use a smaller factor, "
-            f"patchout='off', or less time patchout")
-    if s_f >= f1:
-        raise ValueError(
-            f"{what} leaves {f1} frequency patches but structured patchout drops "
-            f"s_patchout_f={s_f} of them ({policy!r} policy)")
-    left = (f1 - s_f) * (t1 - s_t)
-    if u >= left:
-        raise ValueError(
-            f"{what} leaves {left} patches after structured patchout but unstructured patchout "
-            f"drops u_patchout={u} ({policy!r} policy); use a smaller factor or patchout='off'")
-    return {"s_patchout_t": s_t, "s_patchout_f": s_f, "u_patchout": u}
+        return rescale_amounts(config.patchout_amounts, new_grid, config.grid, where=where)
+    check_amounts(new_grid, **config.patchout_amounts, where=where)
+    return config.patchout_amounts
 
 
 def phase_config(config: PaSSTConfig, method: str, factor: int, *,
                  patchout: str = "scale") -> PaSSTConfig:
     """The model config of a phase compressed by ``method`` x ``factor``.
 
-    ``config`` is the full-resolution config. "full" returns it unchanged
-    (as a plain ``PaSSTConfig``). Raises ValueError when the compressed input
-    is smaller than one patch or patchout would drop every patch.
+    ``config`` is the full-resolution config. "full" returns it unchanged.
+    Raises ValueError when the compressed input is smaller than one patch or
+    patchout would drop every patch.
     """
-    config = full_resolution_config(config)
     _check_method(method, factor)
     if method == "full":
         return config
     what = f"{method} x{factor}"
     tdim = compressed_input_tdim(config.input_tdim, method, factor)
-    pf, pt = patch_shape(config)
+    pf, pt = config.patch_size
     tstride = config.tstride
     if method == "patchify":
         pt, tstride = pt * factor, tstride * factor
@@ -180,12 +120,8 @@ def phase_config(config: PaSSTConfig, method: str, factor: int, *,
         raise ValueError(
             f"{what} of {config.input_tdim} input frames leaves {tdim} frames for a time patch "
             f"of {pt}: the grid would be smaller than one patch ({e})") from None
-    po = _rescaled_patchout(config, new_grid, patchout, what)
-    fields = {k: v for k, v in dataclasses.asdict(config).items()}
-    fields.update(po, input_tdim=tdim, tstride=tstride)
-    if pt != pf:
-        return TimePatchConfig(**fields, patch_size_t=pt)
-    return PaSSTConfig(**fields)
+    po = _phase_patchout(config, new_grid, patchout, what)
+    return dataclasses.replace(config, **po, input_tdim=tdim, tstride=tstride, patch_size=(pf, pt))
 
 
 @dataclass(frozen=True)
@@ -205,14 +141,6 @@ class CompressedGrid:
     patchout: tuple[int, int, int]  # (s_patchout_t, s_patchout_f, u_patchout)
 
 
-def n_tokens(config: PaSSTConfig, training: bool) -> int:
-    """Sequence length in the blocks for ``config``: patches left after patchout + 2."""
-    f, t = config.grid
-    if not training:
-        return f * t + 2
-    return (f - config.s_patchout_f) * (t - config.s_patchout_t) - config.u_patchout + 2
-
-
 def compressed_grid(config: PaSSTConfig, method: str, factor: int, *,
                     patchout: str = "scale") -> CompressedGrid:
     """Grid and token counts of ``config`` compressed by ``method`` x ``factor`` (no model built)."""
@@ -220,8 +148,8 @@ def compressed_grid(config: PaSSTConfig, method: str, factor: int, *,
     f, t = c.grid
     return CompressedGrid(
         method=method, factor=factor, input_fdim=c.input_fdim, input_tdim=c.input_tdim,
-        patch=patch_shape(c), stride=(c.fstride, c.tstride), grid=(f, t), n_patches=f * t,
-        n_tokens_train=n_tokens(c, True), n_tokens_eval=n_tokens(c, False),
+        patch=c.patch_size, stride=(c.fstride, c.tstride), grid=(f, t), n_patches=f * t,
+        n_tokens_train=c.n_tokens(True), n_tokens_eval=c.n_tokens(False),
         patchout=(c.s_patchout_t, c.s_patchout_f, c.u_patchout),
     )
 
@@ -303,18 +231,18 @@ def resample_time_pos_embed(pos: torch.Tensor, new_t: int) -> torch.Tensor:
         raise ValueError(f"expected a (1, D, 1, T) time encoding, got shape {tuple(pos.shape)}")
     if new_t < 1:
         raise ValueError(f"new_t must be >= 1, got {new_t}")
-    if pos.shape[3] == new_t:
-        return pos
-    return F.interpolate(pos.float(), size=(1, new_t), mode="bilinear",
-                         align_corners=False).to(pos.dtype)  # (1, D, 1, new_t)
+    flat = pos.flatten(2).transpose(1, 2)  # (1, D, 1, T) -> (1, T, D)
+    flat = resample_flat_pos_embed(flat, (1, pos.shape[3]), (1, new_t))  # (1, new_t, D)
+    return flat.transpose(1, 2).unsqueeze(2)  # (1, D, 1, new_t)
 
 
 def resample_flat_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int],
                             new_grid: tuple[int, int]) -> torch.Tensor:
     """Bilinearly resample a flat (1, F * T, D) encoding from ``old_grid`` to ``new_grid``.
 
-    Both grids are (F, T), given explicitly: a 2-D shape is never guessed
-    from a square root (a 6 x 29 grid has no square root to guess from).
+    Both grids are (F, T), given explicitly to timm's ``resample_abs_pos_embed``: a
+    2-D shape is never guessed from a square root (a 6 x 29 grid has none). Bilinear,
+    no antialiasing (timm's defaults are bicubic and antialiased), as above.
     """
     f0, t0 = old_grid
     f1, t1 = new_grid
@@ -324,12 +252,8 @@ def resample_flat_pos_embed(pos: torch.Tensor, old_grid: tuple[int, int],
             f"got shape {tuple(pos.shape)}")
     if min(f1, t1) < 1:
         raise ValueError(f"new grid must be at least 1 x 1, got {new_grid}")
-    if (f0, t0) == (f1, t1):
-        return pos
-    d = pos.shape[2]
-    x = pos.float().reshape(1, f0, t0, d).permute(0, 3, 1, 2)  # (1, D, F, T)
-    x = F.interpolate(x, size=(f1, t1), mode="bilinear", align_corners=False)  # (1, D, F', T')
-    return x.permute(0, 2, 3, 1).reshape(1, f1 * t1, d).to(pos.dtype)  # (1, F' * T', D)
+    return resample_abs_pos_embed(pos, [f1, t1], [f0, t0], num_prefix_tokens=0,
+                                  interpolation="bilinear", antialias=False)
 
 
 def resize_patch_embed(weight: torch.Tensor, new_size: tuple[int, int]) -> torch.Tensor:
@@ -369,7 +293,7 @@ def transfer_state_dict(state_dict: Mapping[str, torch.Tensor], old_config: PaSS
         elif key == "pos_embed":
             value = resample_flat_pos_embed(value, (f0, t0), (f1, t1))
         elif key == "patch_embed.proj.weight":
-            value = resize_patch_embed(value, patch_shape(new_config))
+            value = resize_patch_embed(value, new_config.patch_size)
         out[key] = value
     return out
 
@@ -377,44 +301,35 @@ def transfer_state_dict(state_dict: Mapping[str, torch.Tensor], old_config: PaSS
 # --------------------------------------------------------------------------------------
 # The training loop's hook
 # --------------------------------------------------------------------------------------
-def _same_config(a: PaSSTConfig, b: PaSSTConfig) -> bool:
-    return type(a) is type(b) and a == b
-
-
-def enter_phase(model: PaSST, base_mel_config, phase: Phase
+def enter_phase(model: PaSST, full_config: PaSSTConfig, base_mel_config, phase: Phase
                 ) -> tuple[PaSST, object, Callable[[torch.Tensor], torch.Tensor]]:
-    """Move ``model`` to the resolution of ``phase``.
+    """Move ``model`` (at any phase's resolution) to the resolution of ``phase``.
 
-    ``base_mel_config`` is the full-resolution front-end config. Returns
-    ``(model_for_phase, mel_config_for_phase, spec_transform)``:
-    ``spec_transform`` is applied to the mel spectrograms from the phase's
-    front-end before the model (pooling, or the identity). The model is a new
-    module with the weights transferred, on the device / dtype and in the
-    train / eval mode of ``model``, unless ``model`` is already at the phase's
-    resolution, in which case it is returned as is. The full-resolution config
-    travels with phase models (attribute ``c2f_full_config``), so that the
-    last, full phase resamples back to it.
+    ``full_config`` and ``base_mel_config`` are the full-resolution model and front-end
+    configs: every phase is defined from them. Returns ``(model_for_phase,
+    mel_config_for_phase, spec_transform)``: ``spec_transform`` is applied to the mel
+    spectrograms from the phase's front-end before the model (pooling, or the identity).
+    The model is a new module with the weights transferred, on the device / dtype and in
+    the train / eval mode of ``model``, unless ``model`` is already at the phase's
+    resolution, in which case it is returned as is.
     """
     if not isinstance(phase, Phase):
-        raise ValueError(f"expected a schedule.Phase, got {phase!r}")
-    full = getattr(model, FULL_CONFIG_ATTR, None) or model.config
-    new_config = phase_config(full, phase.method, phase.factor, patchout=phase.patchout)
+        raise ValueError(f"expected a phases.Phase, got {phase!r}")
+    new_config = phase_config(full_config, phase.method, phase.factor, patchout=phase.patchout)
     mel_config = base_mel_config
     transform: Callable[[torch.Tensor], torch.Tensor] = nn.Identity()
     if phase.method == "frame_shift":
         mel_config = frame_shift_mel_config(base_mel_config, phase.factor)
     elif phase.method == "pool":
         transform = TimePool(phase.factor, phase.pool_mode)
-    if _same_config(new_config, model.config):
+    if new_config == model.config:
         return model, mel_config, transform
 
-    new_model = build_model(new_config)
+    new_model = PaSST(new_config)
     state = transfer_state_dict(model.state_dict(), model.config, new_config)
     new_model.load_state_dict(state, strict=True)
     ref = next(model.parameters())
     new_model = new_model.to(device=ref.device, dtype=ref.dtype)
     new_model.train(model.training)
     new_model.patchout.generator = model.patchout.generator
-    if not phase.is_full:
-        setattr(new_model, FULL_CONFIG_ATTR, full)
     return new_model, mel_config, transform

@@ -43,18 +43,18 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
-from passt_lib.compression import n_tokens, patch_shape, phase_config
+from passt_lib.compression import phase_config
 from passt_lib.model import PaSSTConfig
-from passt_lib.schedule import Phase
+from passt_lib.phases import Phase
 
 
 def _parts(config: PaSSTConfig, training: bool) -> tuple[int, int, int, int]:
     """(patch_embed, linear layers of the blocks, attention products, head) forward FLOPs."""
     d = config.embed_dim
     f, t = config.grid
-    pf, pt = patch_shape(config)
+    pf, pt = config.patch_size
     patch = 2 * f * t * d * pf * pt
-    n = n_tokens(config, training)
+    n = config.n_tokens(training)
     hidden = int(d * config.mlp_ratio)
 
     def block(q: int) -> tuple[int, int]:  # (linear, attention) of q queries over n tokens

@@ -41,7 +41,6 @@ resamples files.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +49,8 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 from torchaudio.compliance import kaldi
+
+from passt_lib.configs import replace_strict
 
 MASK_MODES = ("sample", "batch")
 MEL_SCALES = ("kaldi", "slaney", "htk")
@@ -157,12 +158,7 @@ class MelConfig:
 
     def replace(self, **overrides) -> MelConfig:
         """``dataclasses.replace`` with a clear error for unknown keys."""
-        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ValueError(
-                f"unknown MelConfig field(s) {unknown}; known: "
-                f"{[f.name for f in dataclasses.fields(self)]}")
-        return dataclasses.replace(self, **overrides)
+        return replace_strict(self, **overrides)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> MelConfig:

@@ -1,6 +1,6 @@
 """The learning-rate schedule of a training run, and the steps it counts.
 
-A run is a list of phases (``passt_lib.schedule``); each phase lasts whole epochs, or a
+A run is a list of phases (``passt_lib.phases``); each phase lasts whole epochs, or a
 number of optimiser steps (whole passes over the data plus a last, shorter one). The
 learning rate warms up linearly, then decays linearly (:func:`lr_at`). A phase with
 ``restart_lr`` (and the first phase) starts a new warm-up and decay; a phase without it

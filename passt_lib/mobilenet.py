@@ -14,7 +14,7 @@ multiplier, on one-channel log-mel input, as in EfficientAT's ``models/mn``:
 
 With 527 classes the parameter counts are 0.984M / 4.88M / 17.91M / 68.43M and
 the MACs per 10 s clip (128 x 1000) 0.11 / 0.54 / 2.06 / 8.03 G for mn04 /
-mn10 / mn20 / mn40, as EfficientAT reports. All BatchNorms use eps 1e-3 and momentum 0.01. ``forward_features`` returns the
+mn10 / mn20 / mn40, as EfficientAT reports. All BatchNorms use eps 1e-3 and momentum 0.01. ``forward_embedding`` returns the
 globally pooled last feature map (EfficientAT's "features" output).
 Module names follow EfficientAT (``features.N.block.M``, ``classifier.2`` /
 ``classifier.5``); ``load_efficientat_state_dict`` maps their one extra level
@@ -23,6 +23,7 @@ of SE nesting (``conc_se_layers.0``) so their checkpoints load.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +32,8 @@ import torch
 import torch.nn as nn
 from torchvision.ops.misc import Conv2dNormActivation
 
-from passt_lib.cnn import mel_batch, replace_config
+from passt_lib.cnn import mel_batch
+from passt_lib.configs import replace_strict
 from passt_lib.frontend import MelConfig
 from passt_lib.registry import register_model
 
@@ -96,7 +98,7 @@ class MobileNetConfig:
             raise ValueError(
                 f"unknown MobileNet preset {name!r}; expected one of {', '.join(MOBILENET_PRESETS)}"
             )
-        return replace_config(MOBILENET_PRESETS[name], **overrides)
+        return replace_strict(MOBILENET_PRESETS[name], **overrides)
 
 
 MOBILENET_PRESETS: dict[str, MobileNetConfig] = {
@@ -198,7 +200,7 @@ class MobileNet(nn.Module):
         """mel (B, 1, F, T) or (B, F, T) -> last feature map (B, 6 x width, F/32, T/32)."""
         return self.features(mel_batch(mel, self.config.input_fdim))
 
-    def forward_features(self, mel: torch.Tensor) -> torch.Tensor:
+    def forward_embedding(self, mel: torch.Tensor) -> torch.Tensor:
         return self.feature_map(mel).mean(dim=(2, 3))  # (B, D)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
@@ -215,14 +217,10 @@ def load_efficientat_state_dict(model: MobileNet, sd: Mapping[str, torch.Tensor]
     return model.load_state_dict(efficientat_state_dict(sd), strict=strict)
 
 
-def _factory(name: str):
-    def build(**overrides) -> MobileNet:
-        return MobileNet(MobileNetConfig.preset(name, **overrides))
-
-    build.__name__ = f"build_{name}"
-    build.__doc__ = f"EfficientAT {name}; overrides are MobileNetConfig fields (e.g. n_classes)."
-    return build
+def _build(name: str, **overrides) -> MobileNet:
+    """An EfficientAT MobileNet preset; overrides are MobileNetConfig fields (e.g. n_classes)."""
+    return MobileNet(MobileNetConfig.preset(name, **overrides))
 
 
 for _name in MOBILENET_PRESETS:
-    register_model(_name)(_factory(_name))
+    register_model(_name, scale_mels=True)(functools.partial(_build, _name))

@@ -2,8 +2,8 @@
 
 The input (B, 1, F_in, T_in) mel spectrogram goes through
 
-1. an overlapping patch embedding (Conv2d, kernel 16, stride (fstride, tstride))
-   giving the (B, D, F, T) patch grid;
+1. an overlapping patch embedding (Conv2d, kernel ``patch_size`` = (frequency, time),
+   16 x 16 by default, stride (fstride, tstride)) giving the (B, D, F, T) patch grid;
 2. positional encodings added ON THE GRID: disentangled frequency (1, D, F, 1)
    plus time (1, D, 1, T) encodings (PaSST), or one flattened 2-D encoding
    kept as (1, F * T, D) and viewed as (1, D, F, T) (AST);
@@ -22,7 +22,7 @@ State-dict keys follow the reference layout (``patch_embed.proj``,
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -31,9 +31,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
+from passt_lib.configs import replace_strict, strict_keys
 from passt_lib.grid import n_patches, patch_grid
 from passt_lib.patchout import MODES as PATCHOUT_MODES
-from passt_lib.patchout import Patchout
+from passt_lib.patchout import Patchout, check_amounts, n_kept
 from passt_lib.registry import register_model
 
 POS_EMBEDS = ("disentangled", "flat")
@@ -72,12 +73,15 @@ def select_blocks(depth: int, every: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class PaSSTConfig:
+    """A PaSST or AST architecture. ``patch_size`` is (frequency, time); an int means a
+    square patch (configs written before patches could be rectangular keep loading)."""
+
     embed_dim: int = 768
     depth: int = 12
     num_heads: int = 12
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
-    patch_size: int = 16
+    patch_size: tuple[int, int] = (16, 16)
     fstride: int = 10
     tstride: int = 10
     input_fdim: int = 128
@@ -95,6 +99,13 @@ class PaSSTConfig:
     block_selection: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        patch = self.patch_size
+        if isinstance(patch, int):
+            patch = (patch, patch)
+        if len(tuple(patch)) != 2 or not all(isinstance(p, int) and p > 0 for p in patch):
+            raise ValueError(f"patch_size must be a positive int or a (frequency, time) pair of "
+                             f"them; got {self.patch_size!r}")
+        object.__setattr__(self, "patch_size", tuple(patch))
         if self.pos_embed not in POS_EMBEDS:
             raise ValueError(f"unknown pos_embed {self.pos_embed!r}; expected one of {POS_EMBEDS}")
         if self.patchout_mode not in PATCHOUT_MODES:
@@ -105,18 +116,8 @@ class PaSSTConfig:
                 f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.depth < 1 or self.n_classes < 1:
             raise ValueError(f"need depth >= 1 and n_classes >= 1, got {self.depth}, {self.n_classes}")
-        f, t = self.grid  # raises if the input is smaller than one patch
-        if self.s_patchout_f >= f or self.s_patchout_t >= t:
-            raise ValueError(
-                f"patchout drops s_patchout_f={self.s_patchout_f} of {f} frequency rows and "
-                f"s_patchout_t={self.s_patchout_t} of {t} time columns; at least one of each must stay")
-        left = (f - self.s_patchout_f) * (t - self.s_patchout_t)
-        if self.u_patchout >= left:
-            raise ValueError(
-                f"u_patchout={self.u_patchout} but only {left} patches are left after structured "
-                "patchout; at least one must stay")
-        if min(self.s_patchout_t, self.s_patchout_f, self.u_patchout) < 0:
-            raise ValueError("patchout amounts must be >= 0")
+        check_amounts(self.grid, self.s_patchout_t, self.s_patchout_f, self.u_patchout,
+                      where=f"{self.input_fdim} x {self.input_tdim} input gives")
         if self.block_selection is not None:
             sel = tuple(self.block_selection)
             if not sel or list(sel) != sorted(set(sel)) or sel[0] < 0 or sel[-1] >= self.depth:
@@ -127,8 +128,19 @@ class PaSSTConfig:
     @property
     def grid(self) -> tuple[int, int]:
         """(F, T) patch grid of the trained input size."""
-        return patch_grid(self.input_fdim, self.input_tdim,
-                          (self.patch_size, self.patch_size), (self.fstride, self.tstride))
+        return patch_grid(self.input_fdim, self.input_tdim, self.patch_size,
+                          (self.fstride, self.tstride))
+
+    @property
+    def patchout_amounts(self) -> dict[str, int]:
+        return {"s_patchout_t": self.s_patchout_t, "s_patchout_f": self.s_patchout_f,
+                "u_patchout": self.u_patchout}
+
+    def n_tokens(self, training: bool) -> int:
+        """Sequence length in the blocks: patches left after patchout (in training) + the
+        2 special tokens."""
+        f, t = self.grid
+        return (n_kept(self.grid, **self.patchout_amounts) if training else f * t) + 2
 
     @property
     def n_blocks(self) -> int:
@@ -140,11 +152,7 @@ class PaSSTConfig:
         """A named architecture at a width ("base", "small", "tiny"); keyword overrides win."""
         if name not in PRESETS:
             raise ValueError(f"unknown PaSST preset {name!r}; known presets: {', '.join(PRESETS)}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(
-                f"unknown PaSSTConfig field(s) {unknown}; known fields: {', '.join(sorted(fields))}")
+        strict_keys(cls, overrides)
         values = {k: v for k, v in PRESETS[name].items() if not k.startswith("_")}
         if width is not None:
             if width not in WIDTHS:
@@ -159,9 +167,9 @@ class PaSSTConfig:
 
 
 class PatchEmbed(nn.Module):
-    """Overlapping patches: Conv2d(1, D, patch, stride) -> (B, D, F, T)."""
+    """Overlapping patches: Conv2d(1, D, (patch_f, patch_t), stride) -> (B, D, F, T)."""
 
-    def __init__(self, patch_size: int, stride: tuple[int, int], embed_dim: int) -> None:
+    def __init__(self, patch_size: tuple[int, int], stride: tuple[int, int], embed_dim: int) -> None:
         super().__init__()
         self.proj = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=stride)
 
@@ -265,10 +273,7 @@ class PaSST(nn.Module):
         super().__init__()
         config = config or PaSSTConfig()
         if overrides:
-            fields = {f.name for f in dataclasses.fields(PaSSTConfig)}
-            if set(overrides) - fields:
-                raise ValueError(f"unknown PaSSTConfig field(s) {sorted(set(overrides) - fields)}")
-            config = dataclasses.replace(config, **overrides)
+            config = replace_strict(config, **overrides)
         self.config = c = config
         d = c.embed_dim
         f, t = c.grid
@@ -329,9 +334,8 @@ class PaSST(nn.Module):
         return MelConfig(n_mels=self.config.input_fdim)
 
     def n_tokens(self, training: bool) -> int:
-        """Sequence length in the blocks: patches left after patchout + 2 special tokens."""
-        f, t = self.grid
-        return self.patchout.n_kept(f, t, training) + 2
+        """Sequence length in the blocks (``PaSSTConfig.n_tokens``)."""
+        return self.config.n_tokens(training)
 
     # -- forward ----------------------------------------------------------------------------
     def _check_input(self, mel: torch.Tensor) -> torch.Tensor:
@@ -348,12 +352,12 @@ class PaSST(nn.Module):
                 f"n_mels={c.input_fdim}")
         t_in = mel.shape[3]
         t_model = self.grid[1]
-        if t_in > c.input_tdim and n_patches(t_in, c.patch_size, c.tstride) > t_model:
+        if t_in > c.input_tdim and n_patches(t_in, c.patch_size[1], c.tstride) > t_model:
             # Frames past the model's last patch are never seen by the patch embedding
             # (10 s clips give 1000 frames; the 998-frame paper model takes both), so
             # only input that would add time patches is refused.
             raise ValueError(
-                f"got {t_in} frames ({n_patches(t_in, c.patch_size, c.tstride)} time patches) "
+                f"got {t_in} frames ({n_patches(t_in, c.patch_size[1], c.tstride)} time patches) "
                 f"but the model was built for at most {c.input_tdim} ({t_model} time patches); "
                 "use model.predict_long(mel, hop_frames=...) for longer input")
         return mel
@@ -394,8 +398,9 @@ class PaSST(nn.Module):
         """All output tokens after the final norm: (B, 2 + N, D), the two special tokens first."""
         return self.norm(self._encode(mel))
 
-    def forward_features(self, mel: torch.Tensor) -> torch.Tensor:
-        """Embedding (B, D): mean of the class and distillation token outputs."""
+    def forward_embedding(self, mel: torch.Tensor) -> torch.Tensor:
+        """Embedding (B, D): mean of the class and distillation token outputs (what the head
+        reads; ``forward_tokens`` gives every token)."""
         x = self.norm(self._encode(mel, n_out=2))  # (B, 2, D)
         return x.mean(dim=1)  # (B, D)
 
@@ -403,7 +408,7 @@ class PaSST(nn.Module):
         return self.head(features)  # (B, C)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(mel))
+        return self.forward_head(self.forward_embedding(mel))
 
     @torch.no_grad()
     def predict_long(
@@ -442,7 +447,7 @@ class PaSST(nn.Module):
             raise ValueError(f"hop_frames must be >= 1, got {hop}")
         b, _, f, t_in = mel.shape
         c = self.config
-        if n_patches(t_in, c.patch_size, c.tstride) <= self.grid[1]:  # one window holds it all
+        if n_patches(t_in, c.patch_size[1], c.tstride) <= self.grid[1]:  # one window holds it all
             n_win, padded = 1, mel
             window = t_in
         else:
@@ -464,19 +469,17 @@ class PaSST(nn.Module):
         return LongPrediction(logits, starts, ends, starts * sec, ends * sec, logits.mean(dim=1))
 
 
-def _factory(name: str):
-    def build(pretrained: str | None = None, width: str | None = None, **overrides) -> PaSST:
-        model = PaSST(PaSSTConfig.preset(name, width=width, **overrides))
-        if pretrained is not None:
-            from passt_lib.checkpoints import load_pretrained
+def _build(name: str, pretrained: str | None = None, width: str | None = None,
+           **overrides) -> PaSST:
+    """A PaSST / AST preset; keyword overrides go to ``PaSSTConfig.preset``."""
+    model = PaSST(PaSSTConfig.preset(name, width=width, **overrides))
+    if pretrained is not None:
+        from passt_lib.checkpoints import load_pretrained
 
-            load_pretrained(model, pretrained)
-        return model
-
-    build.__name__ = f"build_{name.replace('-', '_')}"
-    build.__doc__ = f"Build the {name!r} preset; keyword overrides go to PaSSTConfig.preset."
-    return build
+        load_pretrained(model, pretrained)
+    return model
 
 
-for _name in PRESETS:
-    register_model(_name)(_factory(_name))
+for _name in PRESETS:  # "passt-s-n" is shown as "PaSST-S-N"
+    register_model(_name, display=_name.upper().replace("PASST", "PaSST"),
+                   transformer=True)(functools.partial(_build, _name))

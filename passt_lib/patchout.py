@@ -1,13 +1,22 @@
 """Patchout: drop patches while training, as pure functions plus a thin module.
 
-Two kinds (PaSST, Koutini et al. 2022, section 2.2):
+Two kinds (PaSST, Koutini et al. 2022, section 2.2), on the (F, T) patch grid:
 
-- structured, on the (B, D, F, T) patch grid: drop ``s_patchout_t`` whole time
-  columns and ``s_patchout_f`` whole frequency rows;
-- unstructured, on (B, N, D) tokens: drop ``u_patchout`` single tokens.
+- structured: drop ``s_patchout_t`` whole time columns and ``s_patchout_f`` whole
+  frequency rows;
+- unstructured: then drop ``u_patchout`` single patches of what is left.
 
-Every function returns ``(x, keep_indices)`` like timm's ``patch_dropout``.
-Kept indices are sorted, so the surviving patches keep their order.
+What the model runs: :func:`patch_indices` draws, in that order, the positions KEPT in
+the flattened (F * T) grid, and :class:`Patchout` selects them from the (B, F * T, D)
+tokens in one gather (:func:`take`), like timm's ``patch_dropout`` returning
+``keep_indices``. Kept indices are sorted, so the surviving patches keep their order.
+Selecting rows and columns of the grid and then single tokens gives the same patches
+(tests/test_patchout.py checks this against a grid-level reference).
+
+This module owns the arithmetic of patchout amounts: :func:`n_kept` (patches left),
+:func:`check_amounts` (at least one patch of every kind must stay, named errors) and
+:func:`rescale_amounts` (amounts defined on one grid carried over to another, as the
+scales and coarse-to-fine phases do).
 
 How the randomness is drawn is a choice (``mode``):
 
@@ -27,16 +36,60 @@ import torch
 import torch.nn as nn
 
 MODES = ("batch", "sample")
+AMOUNTS = ("s_patchout_t", "s_patchout_f", "u_patchout")
 
 
-def _check(n: int, drop: int, what: str) -> None:
-    if drop < 0:
-        raise ValueError(f"cannot drop a negative number of {what}: got {drop}")
-    if drop >= n:
-        raise ValueError(
-            f"asked to drop {drop} {what} but only {n} exist; "
-            f"drop at most {n - 1} so that at least one is kept"
-        )
+def n_kept(grid: tuple[int, int], s_patchout_t: int = 0, s_patchout_f: int = 0,
+           u_patchout: int = 0) -> int:
+    """Patches of an (F, T) grid left by patchout (no special tokens)."""
+    f, t = grid
+    return (f - s_patchout_f) * (t - s_patchout_t) - u_patchout
+
+
+def check_amounts(grid: tuple[int, int], s_patchout_t: int = 0, s_patchout_f: int = 0,
+                  u_patchout: int = 0, *, where: str = "") -> None:
+    """Raise ValueError naming the field and the numbers unless the amounts are >= 0 and
+    leave at least one time column, one frequency row and one patch of the (F, T) grid.
+
+    ``where`` says what produced the grid (e.g. "pool x4 leaves"), for the message.
+    """
+    for name, v in zip(AMOUNTS, (s_patchout_t, s_patchout_f, u_patchout)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an integer >= 0 (patches to drop); got {v!r}")
+    f, t = grid
+    lead = f"{where} {t} time patches" if where else f"the grid has {t} time patches"
+    if s_patchout_t >= t:
+        raise ValueError(f"{lead} but structured patchout drops s_patchout_t={s_patchout_t} "
+                         f"of them; at least one time column must stay")
+    if s_patchout_f >= f:
+        raise ValueError(f"{where or 'the grid has'} {f} frequency patches but structured "
+                         f"patchout drops s_patchout_f={s_patchout_f} of them; at least one "
+                         f"frequency row must stay")
+    left = n_kept(grid, s_patchout_t, s_patchout_f)
+    if u_patchout >= left:
+        raise ValueError(f"u_patchout={u_patchout} but only {left} patches are left after "
+                         f"structured patchout{' (' + where.strip() + ')' if where else ''}; "
+                         f"at least one must stay")
+
+
+def rescale_amounts(amounts: dict, grid: tuple[int, int], source_grid: tuple[int, int], *,
+                    where: str = "") -> dict:
+    """Patchout amounts defined on ``source_grid`` carried to ``grid`` in proportion.
+
+    Time columns scale with T, frequency rows with F, single patches with F * T; a
+    non-zero amount stays at least 1. The result is checked (:func:`check_amounts`):
+    amounts that would drop every patch of ``grid`` are an error, never clipped.
+    """
+    (f0, t0), (f1, t1) = source_grid, grid
+
+    def scaled(amount: int, n: int, n0: int) -> int:
+        return 0 if amount == 0 else max(1, round(amount * n / n0))
+
+    out = {"s_patchout_t": scaled(amounts.get("s_patchout_t", 0), t1, t0),
+           "s_patchout_f": scaled(amounts.get("s_patchout_f", 0), f1, f0),
+           "u_patchout": scaled(amounts.get("u_patchout", 0), f1 * t1, f0 * t0)}
+    check_amounts(grid, **out, where=where)
+    return out
 
 
 def keep_indices(
@@ -62,59 +115,8 @@ def keep_indices(
     else:
         noise = torch.rand(batch_size, n, generator=generator, device=gen_device)  # (B, n)
         idx = noise.argsort(dim=1)[:, :n_keep]  # (B, n_keep)
-    return idx.sort(dim=-1).values.to(device=device)
-
-
-def structured_patchout(
-    x: torch.Tensor,
-    s_patchout_t: int = 0,
-    s_patchout_f: int = 0,
-    *,
-    mode: str = "batch",
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, tuple[torch.Tensor | None, torch.Tensor | None]]:
-    """Drop time columns and frequency rows of a (B, D, F, T) grid.
-
-    Returns ``(x, (keep_f, keep_t))`` with x (B, D, F - s_patchout_f, T - s_patchout_t);
-    an index is None where nothing was dropped along that axis.
-    """
-    if x.dim() != 4:
-        raise ValueError(f"structured patchout expects a (B, D, F, T) grid, got shape {tuple(x.shape)}")
-    b, _, f, t = x.shape
-    keep_t = keep_f = None
-    if s_patchout_t:
-        _check(t, s_patchout_t, "time columns")
-        keep_t = keep_indices(t, t - s_patchout_t, batch_size=b, mode=mode,
-                              generator=generator, device=x.device)
-        x = take(x, keep_t, dim=3)  # (B, D, F, T')
-    if s_patchout_f:
-        _check(f, s_patchout_f, "frequency rows")
-        keep_f = keep_indices(f, f - s_patchout_f, batch_size=b, mode=mode,
-                              generator=generator, device=x.device)
-        x = take(x, keep_f, dim=2)  # (B, D, F', T')
-    return x, (keep_f, keep_t)
-
-
-def unstructured_patchout(
-    x: torch.Tensor,
-    u_patchout: int,
-    *,
-    mode: str = "batch",
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Drop ``u_patchout`` tokens of (B, N, D) patch tokens (no special tokens in ``x``).
-
-    Returns ``(x (B, N - u_patchout, D), keep)``; keep is None when nothing is dropped.
-    """
-    if x.dim() != 3:
-        raise ValueError(f"unstructured patchout expects (B, N, D) tokens, got shape {tuple(x.shape)}")
-    if not u_patchout:
-        return x, None
-    b, n, _ = x.shape
-    _check(n, u_patchout, "tokens")
-    keep = keep_indices(n, n - u_patchout, batch_size=b, mode=mode,
-                        generator=generator, device=x.device)
-    return take(x, keep, dim=1), keep  # (B, N', D)
+    # non-blocking: a CPU draw reaches the GPU without making the host wait for it
+    return idx.sort(dim=-1).values.to(device=device, non_blocking=True)
 
 
 def take(x: torch.Tensor, index: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -151,14 +153,13 @@ def patch_indices(
     is dropped. Draws in the reference's order (time columns, frequency rows, then
     single patches), so with ``generator=None`` and mode "batch" it consumes the
     global RNG exactly like the reference and keeps the same patches.
-    Selecting these from a (B, F * T, D) token tensor equals ``structured_patchout``
-    followed by flattening and ``unstructured_patchout``, in one gather.
+    Selecting these from a (B, F * T, D) token tensor equals dropping the grid's rows and
+    columns, flattening, then dropping single tokens, in one gather.
     """
     if not (s_patchout_t or s_patchout_f or u_patchout):
         return None
+    check_amounts((f, t), s_patchout_t, s_patchout_f, u_patchout)
     kw = dict(batch_size=batch_size, mode=mode, generator=generator, device=device)
-    _check(t, s_patchout_t, "time columns")
-    _check(f, s_patchout_f, "frequency rows")
     keep_t = keep_indices(t, t - s_patchout_t, **kw) if s_patchout_t else None
     keep_f = keep_indices(f, f - s_patchout_f, **kw) if s_patchout_f else None
     shape = (batch_size,) if mode == "sample" else ()
@@ -169,7 +170,6 @@ def patch_indices(
     flat = (keep_f.unsqueeze(-1) * t + keep_t.unsqueeze(-2)).flatten(-2)  # (..., F' * T')
     if u_patchout:
         n = flat.shape[-1]
-        _check(n, u_patchout, "patches")
         keep_u = keep_indices(n, n - u_patchout, **kw)
         flat = flat.index_select(0, keep_u) if keep_u.dim() == 1 else flat.gather(1, keep_u)
     return flat
@@ -193,8 +193,7 @@ class Patchout(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"unknown patchout mode {mode!r}; expected one of {MODES}")
-        for name, v in (("s_patchout_t", s_patchout_t), ("s_patchout_f", s_patchout_f),
-                        ("u_patchout", u_patchout)):
+        for name, v in zip(AMOUNTS, (s_patchout_t, s_patchout_f, u_patchout)):
             if v < 0:
                 raise ValueError(f"{name} must be >= 0, got {v}")
         self.s_patchout_t, self.s_patchout_f, self.u_patchout = s_patchout_t, s_patchout_f, u_patchout
@@ -215,7 +214,7 @@ class Patchout(nn.Module):
         """Patches left of an (F, T) grid (no special tokens)."""
         if not training:
             return f * t
-        return (f - self.s_patchout_f) * (t - self.s_patchout_t) - self.u_patchout
+        return n_kept((f, t), self.s_patchout_t, self.s_patchout_f, self.u_patchout)
 
     def extra_repr(self) -> str:
         return (f"s_patchout_t={self.s_patchout_t}, s_patchout_f={self.s_patchout_f}, "

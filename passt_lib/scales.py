@@ -10,7 +10,8 @@ A scale fixes the input (sample rate, clip length, mel bins), the width of the
 transformer, and the training budget. Presets keep their architecture; their
 patchout amounts, defined on the paper's grid, are rescaled in proportion to
 the scale's grid so that e.g. PaSST-S drops the same fraction of time columns
-(40 of 99) at every scale.
+(40 of 99) at every scale. :func:`build_model` builds any registered model at a
+scale (:func:`preset_config` gives a transformer's config without building it).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class Scale:
     # The reference recipe's augmentation (mixup, gain, roll, balanced sampling) regularises
     # long AudioSet runs; at the small scales' few epochs it only slows learning down.
     augment: bool = True
+    # Models that can (ModelInfo.scale_mels: the CNNs) take ``n_mels`` too; False: they keep
+    # their own front-end (the paper scale, where every model has its published input).
+    every_model_takes_n_mels: bool = True
 
     @property
     def n_samples(self) -> int:
@@ -74,7 +78,7 @@ SCALES: dict[str, Scale] = {
     "paper": Scale(
         name="paper", sample_rate=32000, clip_seconds=10.0, n_mels=128, width="base", depth=None,
         epochs=130, batch_size=12, lr=2e-5, warmup_epochs=5.0, n_train=0, n_eval=0,
-        freqm=48, timem=192,
+        freqm=48, timem=192, every_model_takes_n_mels=False,
     ),
 }
 
@@ -85,34 +89,47 @@ def get_scale(name: str) -> Scale:
     return SCALES[name]
 
 
-def scale_patchout(amount: int, n: int, n_paper: int) -> int:
-    """Rescale a patchout amount defined on the paper grid to a grid of ``n``."""
-    if amount == 0:
-        return 0
-    return max(1, round(amount * n / n_paper))
-
-
-def model_overrides(preset_config, scale: Scale | str) -> dict:
-    """Config overrides that put a preset's ``PaSSTConfig`` at ``scale``.
-
-    ``preset_config`` is the preset at paper scale; the result is a dict for
-    ``dataclasses.replace`` / ``create_model(name, **overrides)``.
+def preset_config(preset: str, scale: Scale | str = "paper", *, width: str | None = None,
+                  depth: int | None = None, input_size: tuple[int, int] | None = None,
+                  **overrides):
+    """A transformer preset's ``PaSSTConfig`` at ``scale``: the scale's width and depth (or
+    ``width`` / ``depth``), the scale's input (or ``input_size`` = (mel bins, frames)), and
+    the preset's patchout amounts, defined on the paper's 128 x 998 grid, rescaled in
+    proportion to this grid (``patchout.rescale_amounts``: an amount that would drop every
+    column is an error). Keyword ``overrides`` are ``PaSSTConfig`` fields and win.
     """
+    from passt_lib.model import PaSSTConfig
+    from passt_lib.patchout import rescale_amounts
+
     scale = get_scale(scale) if isinstance(scale, str) else scale
-    if scale.name == "paper":
-        return {}
-    c = preset_config
-    stride = (c.fstride, c.tstride)
-    patch = (c.patch_size, c.patch_size)
-    f_paper, t_paper = patch_grid(PAPER_FDIM, PAPER_TDIM, patch, stride)
-    f, t = patch_grid(scale.n_mels, scale.input_tdim, patch, stride)
-    return {
-        "input_fdim": scale.n_mels,
-        "input_tdim": scale.input_tdim,
-        "s_patchout_f": min(scale_patchout(c.s_patchout_f, f, f_paper), f - 1),
-        "s_patchout_t": min(scale_patchout(c.s_patchout_t, t, t_paper), t - 1),
-        "u_patchout": min(scale_patchout(c.u_patchout, f * t, f_paper * t_paper), f * t - 1),
-    }
+    paper = PaSSTConfig.preset(preset)
+    fdim, tdim = input_size or (scale.n_mels, scale.input_tdim)
+    stride = (paper.fstride, paper.tstride)
+    grid = patch_grid(fdim, tdim, paper.patch_size, stride)
+    amounts = rescale_amounts(paper.patchout_amounts, grid, paper.grid,
+                              where=f"{preset} at {fdim} x {tdim}: the grid has")
+    depth = depth if depth is not None else scale.depth
+    return PaSSTConfig.preset(preset, width=width or scale.width, depth=depth,
+                              **{"input_fdim": fdim, "input_tdim": tdim, **amounts, **overrides})
+
+
+def build_model(name: str, scale: Scale | str, n_classes: int, **overrides):
+    """Any registered model at ``scale``, the one way training, benchmarks and notebooks build
+    one: transformers through :func:`preset_config`; other models with the scale's mel bins
+    when their registry entry and the scale say so (``ModelInfo.scale_mels``,
+    ``Scale.every_model_takes_n_mels``). ``overrides`` are fields of the model's config and
+    win."""
+    from passt_lib.registry import create_model, model_info
+
+    scale = get_scale(scale) if isinstance(scale, str) else scale
+    info = model_info(name)
+    if info.transformer:
+        from passt_lib.model import PaSST
+
+        return PaSST(preset_config(name, scale, n_classes=n_classes, **overrides))
+    kwargs = {"input_fdim": scale.n_mels} if info.scale_mels and scale.every_model_takes_n_mels \
+        else {}
+    return create_model(name, **{**kwargs, "n_classes": n_classes, **overrides})
 
 
 def replace(scale: Scale, **changes) -> Scale:

@@ -7,7 +7,7 @@ is the loop, top to bottom:
 1. set up (:func:`setup`): processes and device (``passt_lib.distributed``), the data
    (``passt_lib.data.pipeline``), the model at the scale, the learning-rate schedule
    (``passt_lib.lr``), and the state of an interrupted run to resume;
-2. per phase (:func:`enter_phase`): ``compression.enter_phase`` gives the phase's model,
+2. per phase (:func:`start_phase`): ``compression.enter_phase`` gives the phase's model,
    mel config and spectrogram transform; a fresh AdamW; the eval mels;
 3. per epoch (:func:`train_epoch`), per step (:class:`Step`): waveform augmentation
    (roll, gain, mixup), front-end, spectrogram mixup, the phase's transform, forward under
@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from passt_lib import metrics as M
 from passt_lib.atomic import atomic_write_text
 from passt_lib.checkpoints import load_checkpoint, save_checkpoint
+from passt_lib.compression import enter_phase
 from passt_lib.data.augment import augment_batch, soft_targets, spec_mixup
 from passt_lib.data.config import DataConfig
 from passt_lib.data.pipeline import (
@@ -82,12 +83,14 @@ from passt_lib.distributed import (
     seed_everything,
     set_rng_state,
 )
+from passt_lib.errors import TrainingDiverged, run_main
 from passt_lib.evaluate import compute_mels, eval_metrics, predict
 from passt_lib.frontend import MelFrontend
 from passt_lib.lr import LRSchedule
+from passt_lib.phases import Phase, parse_schedule
 from passt_lib.precision import autocast, resolve_precision
-from passt_lib.registry import create_model
-from passt_lib.scales import get_scale, model_overrides
+from passt_lib.registry import model_info
+from passt_lib.scales import build_model, get_scale
 from passt_lib.train_config import TrainConfig, parse_args
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,7 @@ def _train(config: TrainConfig) -> TrainResult:
         epochs = run.schedule.phase_epochs(pi)
         if run.done >= epochs.stop:  # finished before the checkpoint
             continue
-        ps = enter_phase(run, model, pi)
+        ps = start_phase(run, model, pi)
         model = ps.model
         for e in range(max(epochs.start, run.done), epochs.stop):
             stop = config.stop_after_epoch is not None and \
@@ -142,7 +145,7 @@ def _train(config: TrainConfig) -> TrainResult:
             if stop:
                 return finish(run, model, completed=False)
         example = ps.transform(ps.eval_mels[:1].to(run.device))  # (1, F, T)
-        ps.record["train_flops"] = float(train_flops_per_sample(model, example)
+        ps.record["train_flops"] = float(train_flops_per_sample(config.model, model, example)
                                          * ps.record["train_samples"])
     return finish(run, model, completed=True)
 
@@ -164,7 +167,7 @@ class Run:
     n_classes: int
     batches: TrainBatches
     schedule: LRSchedule
-    model: nn.Module  # the initial model (full resolution)
+    model: nn.Module  # the initial model: its config is the full resolution of every phase
     mel0: object  # the full-resolution MelConfig
     out_dir: Path
     bar: object
@@ -201,7 +204,8 @@ def setup(config: TrainConfig) -> Run:
     n_classes = _n_classes(data, train_split)
     steps_per_epoch = max((data.num_samples or len(train_split)) // config.batch_size, 1)
     seed_everything(config.seed)  # identical initial weights on every rank
-    model = build_model(config, n_classes).to(device)
+    model = build_model(config.model, config.scale, n_classes, **config.model_overrides)
+    model = model.to(device)
     schedule = LRSchedule(parse_phases(config), steps_per_epoch, config.warmup_epochs,
                           config.lr, config.final_lr_ratio)
     sampler = _sampler(data, train_split, n_classes, steps_per_epoch * config.batch_size, d,
@@ -278,22 +282,6 @@ def _multi_hot(targets: torch.Tensor, n_classes: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Model, phases, optimiser
 # --------------------------------------------------------------------------------------------
-def build_model(config: TrainConfig, n_classes: int) -> nn.Module:
-    """The preset at the config's scale: PaSST/AST get the scale's input size, width, depth and
-    rescaled patchout; other models the scale's mel bins. ``model_overrides`` win."""
-    from passt_lib.model import PaSSTConfig
-
-    scale = get_scale(config.scale)
-    try:
-        preset = PaSSTConfig.preset(config.model)
-    except ValueError:
-        kwargs = {"input_fdim": scale.n_mels} if scale.name != "paper" else {}
-    else:
-        kwargs = dict(width=scale.width, depth=scale.depth, **model_overrides(preset, scale))
-    kwargs.update(n_classes=n_classes, **config.model_overrides)
-    return create_model(config.model, **kwargs)
-
-
 def base_mel_config(model: nn.Module, config: TrainConfig, data: DataConfig):
     scale = get_scale(config.scale)
     mel = model.mel_config.replace(**{"freqm": scale.freqm, "timem": scale.timem,
@@ -304,27 +292,20 @@ def base_mel_config(model: nn.Module, config: TrainConfig, data: DataConfig):
     return mel
 
 
-def parse_phases(config: TrainConfig):
-    from passt_lib.schedule import parse_schedule
-
+def parse_phases(config: TrainConfig) -> list[Phase]:
     return parse_schedule(config.schedule, epochs=config.epochs)
 
 
-def phase_model(model: nn.Module, mel_config, phase):
-    """(model, mel config, spectrogram transform) for ``phase`` (``compression.enter_phase``).
-
-    Models other than PaSST/AST train in a single full-resolution phase.
-    """
-    from passt_lib.model import PaSST
-
-    if isinstance(model, PaSST):
-        from passt_lib.compression import enter_phase as enter
-
-        return enter(model, mel_config, phase)
+def phase_model(run: Run, model: nn.Module, phase: Phase):
+    """(model, mel config, spectrogram transform) for ``phase`` (``compression.enter_phase``,
+    from the run's full-resolution config). Models that are not transformers
+    (``ModelInfo.transformer``) train in a single full-resolution phase."""
+    if model_info(run.config.model).transformer:
+        return enter_phase(model, run.model.config, run.mel0, phase)
     if not phase.is_full:
         raise ValueError(f"coarse-to-fine phase {phase.method!r} needs a PaSST/AST model; "
-                         f"got {type(model).__name__}")
-    return model, mel_config, nn.Identity()
+                         f"{run.config.model!r} is not one")
+    return model, run.mel0, nn.Identity()
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -341,17 +322,16 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=config.lr, fused=True)
 
 
-def train_flops_per_sample(model: nn.Module, example: torch.Tensor) -> int:
-    """Training FLOPs (forward + backward) of one sample (``passt_lib.flops``).
+def train_flops_per_sample(name: str, model: nn.Module, example: torch.Tensor) -> int:
+    """Training FLOPs (forward + backward) of one sample of model ``name`` (``passt_lib.flops``).
 
-    PaSST/AST: analytic, with the tokens left after compression and patchout. Other
+    Transformers: analytic, with the tokens left after compression and patchout. Other
     models: counted with ``FlopCounterMode`` on ``example`` (1, F, T) in eval mode, so
     that batch-norm statistics stay untouched.
     """
     from passt_lib import flops
-    from passt_lib.model import PaSST
 
-    if isinstance(model, PaSST):
+    if model_info(name).transformer:
         return flops.train_flops(model.config)
     was_training = model.training
     model.eval()
@@ -370,7 +350,7 @@ class PhaseState:
     model, optimizer, front-end, transform), the cached eval mels and the phase's record."""
 
     index: int
-    phase: object  # schedule.Phase
+    phase: Phase
     model: nn.Module
     step: Step
     eval_mels: torch.Tensor  # (n_eval_local, F, T)
@@ -381,14 +361,14 @@ class PhaseState:
         return self.step.transform
 
 
-def enter_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
+def start_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
     """The model, optimizer and eval mels of phase ``pi`` (from the checkpoint's state when
     the run resumes inside or right after it)."""
     phases, ckpt = run.schedule.phases, run.ckpt
     if ckpt is not None:  # rebuild the checkpoint's phase model, then move on from it
-        model, _, _ = phase_model(model, run.mel0, phases[ckpt["phase_index"]])
+        model, _, _ = phase_model(run, model, phases[ckpt["phase_index"]])
         model.load_state_dict(ckpt["model"])
-    model, mel_cfg, transform = phase_model(model, run.mel0, phases[pi])
+    model, mel_cfg, transform = phase_model(run, model, phases[pi])
     model = model.to(run.device)
     optimizer = make_optimizer(model, run.config)
     if ckpt is not None and ckpt["phase_index"] == pi:  # mid-phase: same optimizer state
@@ -404,7 +384,8 @@ def enter_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
         record = {"index": pi, "method": phases[pi].method, "factor": phases[pi].factor,
                   "epochs": len(epochs), "steps": sum(run.schedule.plan[pi]),
                   "train_seconds": 0.0, "eval_seconds": 0.0, "train_samples": 0,
-                  "tokens": getattr(model, "n_tokens", lambda t: None)(True)}
+                  "tokens": model.n_tokens(True) if model_info(run.config.model).transformer
+                  else None}
         run.records.append(record)
     trained = (nn.parallel.DistributedDataParallel(
         model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
@@ -508,10 +489,6 @@ def train_epoch(run: Run, ps: PhaseState, e: int) -> EpochResult:
         torch.cuda.synchronize(run.device)
     return EpochResult(monitor.mean, monitor.lrs[-1] if monitor.lrs else run.config.lr,
                        time.perf_counter() - t0, run.batches.wait_seconds - wait0)
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; the run stopped without writing metrics."""
 
 
 class LossMonitor:
@@ -669,16 +646,14 @@ def _peak_memory_mb(device: torch.device) -> float:
 # Command line
 # --------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        config = parse_args(argv)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"passt-study train: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        result = train(config)
-    except (FileNotFoundError, TrainingDiverged) as exc:  # no traceback needed
-        print(f"passt-study train: error: {exc}", file=sys.stderr)
-        return 2
+    """``passt-study train`` and ``python -m passt_lib.train``: bad configs, missing or corrupt
+    files and a diverged run are one line on stderr and exit status 2 (``errors.run_main``)."""
+    return run_main("passt-study train", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    config = parse_args(argv)
+    result = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
         m = result.metrics
         score = ", ".join(f"{k} {m[k]:.4f}" for k in ("eval_map", "eval_accuracy", "prior_map",

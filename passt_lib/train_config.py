@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from passt_lib.configs import field_names, from_dict_strict, strict_keys
 from passt_lib.data.config import DataConfig
 from passt_lib.precision import PRECISIONS
 from passt_lib.scales import get_scale
@@ -118,10 +119,7 @@ class TrainConfig:
         for name in ("model_overrides", "mel_overrides", "data_overrides"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict; got {getattr(self, name)!r}")
-        known = {f.name for f in dataclasses.fields(DataConfig)}
-        bad_data = sorted(set(self.data_overrides) - known)
-        if bad_data:
-            raise ValueError(f"unknown data_overrides keys {bad_data}; expected DataConfig fields")
+        strict_keys(DataConfig, self.data_overrides, "data_overrides")
         if self.data is None and set(OWN_DATA_KEYS) & set(self.data_overrides):
             # One's own dataset, described by the keys given: the embedded default is not used.
             object.__setattr__(self, "data", DataConfig.from_dict(self.data_overrides))
@@ -151,11 +149,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """From a plain dict (yaml/json); unknown keys are an error listing the valid ones."""
-        unknown = sorted(set(d) - set(field_names()))
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}; valid keys: "
-                             f"{', '.join(field_names())}")
-        return cls(**d)
+        return from_dict_strict(cls, d)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -173,12 +167,8 @@ class TrainConfig:
                 if k not in RESUME_FREE and saved.get(k) != now[k]]
 
 
-def field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(TrainConfig)]
-
-
 def _schedule_epochs(schedule) -> int | None:
-    from passt_lib.schedule import parse_schedule, total_epochs
+    from passt_lib.phases import parse_schedule, total_epochs
 
     return total_epochs(parse_schedule(schedule))
 
@@ -262,7 +252,7 @@ def apply_sets(base: dict, sets: Sequence[str]) -> dict:
         elif key in hints and not sub and key != "data":
             out[key] = parse_typed(text, hints[key], key)
         else:
-            valid = [k for k in field_names() if k != "data"]
+            valid = [k for k in field_names(TrainConfig) if k != "data"]
             raise ValueError(f"unknown key {key!r} in --set; valid keys: {', '.join(valid)}, "
                              "data.FIELD, model_overrides.FIELD, mel_overrides.FIELD")
     return out

@@ -81,7 +81,7 @@ def test_eval_is_deterministic_and_training_is_not(name):
     model.eval()
     with torch.no_grad():
         a, b = model(mel), model(mel)
-        emb = model.forward_features(mel[:, 0])  # (B, F, T) input is accepted too
+        emb = model.forward_embedding(mel[:, 0])  # (B, F, T) input is accepted too
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert emb.shape[0] == 2 and emb.dim() == 2
     model.train()

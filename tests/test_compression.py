@@ -5,9 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from passt_lib.compression import (
-    FULL_CONFIG_ATTR,
     TimePool,
-    build_model,
     compressed_grid,
     compressed_input_tdim,
     enter_phase,
@@ -20,8 +18,8 @@ from passt_lib.compression import (
     transfer_state_dict,
 )
 from passt_lib.frontend import MelConfig, n_frames
-from passt_lib.model import PaSSTConfig
-from passt_lib.schedule import Phase
+from passt_lib.model import PaSST, PaSSTConfig
+from passt_lib.phases import Phase
 
 
 def tiny(**kw) -> PaSSTConfig:
@@ -50,7 +48,7 @@ def test_odd_sized_grids(method, tdim, patch_t, stride_t):
     assert g.n_tokens_eval == 2 * t + 2
     assert g.n_tokens_train == (2 - 1) * (t - s_t) + 2
     # The model built for the phase agrees with the report and runs on that input.
-    model = build_model(phase_config(cfg, method, 4)).train()
+    model = PaSST(phase_config(cfg, method, 4)).train()
     assert model.grid == g.grid
     assert model.n_tokens(True) == g.n_tokens_train
     tokens = model.forward_tokens(torch.randn(2, 1, 32, tdim))
@@ -190,9 +188,9 @@ def test_patch_embed_resize_keeps_tokens_of_resized_patches():
 def test_transfer_state_dict_shapes(pos_embed, method):
     full = tiny(pos_embed=pos_embed)
     coarse = phase_config(full, method, 4)
-    sd = build_model(full).state_dict()
+    sd = PaSST(full).state_dict()
     moved = transfer_state_dict(sd, full, coarse)
-    target = build_model(coarse).state_dict()
+    target = PaSST(coarse).state_dict()
     assert moved.keys() == target.keys()
     for key in target:
         assert moved[key].shape == target[key].shape, key
@@ -210,10 +208,10 @@ def test_transfer_state_dict_shapes(pos_embed, method):
 def test_trained_coarse_evaluates_at_full_resolution(method, pos_embed):
     torch.manual_seed(0)
     mel_cfg = MelConfig(n_mels=32, timem=40)
-    model = build_model(tiny(pos_embed=pos_embed, s_patchout_t=5, s_patchout_f=1))
+    model = PaSST(tiny(pos_embed=pos_embed, s_patchout_t=5, s_patchout_f=1))
     full_cfg = model.config
-    coarse, coarse_mel, transform = enter_phase(model, mel_cfg, Phase(method, 4, 1))
-    assert coarse is not model and getattr(coarse, FULL_CONFIG_ATTR) == full_cfg
+    coarse, coarse_mel, transform = enter_phase(model, full_cfg, mel_cfg, Phase(method, 4, 1))
+    assert coarse is not model and coarse.config == phase_config(full_cfg, method, 4)
     assert coarse.grid == compressed_grid(full_cfg, method, 4).grid
     if method == "frame_shift":
         assert coarse_mel.hop_length == 4 * 320
@@ -229,9 +227,8 @@ def test_trained_coarse_evaluates_at_full_resolution(method, pos_embed):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    fine, fine_mel, fine_transform = enter_phase(coarse, mel_cfg, Phase("full", 1, 1))
-    assert fine_mel == mel_cfg and type(fine.config) is PaSSTConfig and fine.config == full_cfg
-    assert not hasattr(fine, FULL_CONFIG_ATTR)
+    fine, fine_mel, fine_transform = enter_phase(coarse, full_cfg, mel_cfg, Phase("full", 1, 1))
+    assert fine_mel == mel_cfg and fine.config == full_cfg
     # weights trained coarse are carried over
     assert torch.equal(fine.blocks[0].mlp.fc1.weight, coarse.blocks[0].mlp.fc1.weight)
     assert not torch.equal(fine.blocks[0].mlp.fc1.weight, model.blocks[0].mlp.fc1.weight)
@@ -242,14 +239,16 @@ def test_trained_coarse_evaluates_at_full_resolution(method, pos_embed):
 
 
 def test_enter_phase_same_resolution_returns_the_model():
-    model = build_model(tiny())
-    same, mel, transform = enter_phase(model, MelConfig(n_mels=32), Phase("full", 1, 2))
+    model = PaSST(tiny())
+    full = model.config
+    same, mel, transform = enter_phase(model, full, MelConfig(n_mels=32), Phase("full", 1, 2))
     assert same is model
     x = torch.randn(1, 32, 301)
     assert torch.equal(transform(x), x)
-    pooled, _, transform = enter_phase(model, MelConfig(n_mels=32), Phase("pool", 2, 1, pool_mode="max"))
+    pooled, _, transform = enter_phase(model, full, MelConfig(n_mels=32),
+                                       Phase("pool", 2, 1, pool_mode="max"))
     assert isinstance(transform, TimePool) and transform.mode == "max"
-    again, _, _ = enter_phase(pooled, MelConfig(n_mels=32), Phase("pool", 2, 3))
+    again, _, _ = enter_phase(pooled, full, MelConfig(n_mels=32), Phase("pool", 2, 3))
     assert again is pooled
 
 
@@ -257,14 +256,13 @@ def test_enter_phase_same_resolution_returns_the_model():
 # patchout and block selection.
 @pytest.mark.parametrize("preset", ["passt-s-n", "passt-s-14", "passt-u", "passt-s-l", "ast-n"])
 def test_every_preset_goes_coarse_and_back(preset):
-    from passt_lib.scales import model_overrides
+    from passt_lib.scales import preset_config
 
-    over = model_overrides(PaSSTConfig.preset(preset), "embedded")  # 64 x 300, patchout rescaled
-    cfg = PaSSTConfig.preset(preset, width="tiny", **over, embed_dim=32, num_heads=2, depth=2,
-                             n_classes=3)
-    model = build_model(cfg)
+    # 64 x 201 (the embedded scale), patchout rescaled
+    cfg = preset_config(preset, "embedded", embed_dim=32, num_heads=2, depth=2, n_classes=3)
+    model = PaSST(cfg)
     for phase in (Phase("pool", 2, 1), Phase("patchify", 2, 1), Phase("full", 1, 1)):
-        model, _, transform = enter_phase(model, MelConfig(n_mels=64), phase)
+        model, _, transform = enter_phase(model, cfg, MelConfig(n_mels=64), phase)
         model.train()
         logits = model(transform(torch.randn(2, 64, cfg.input_tdim)))
         assert logits.shape == (2, 3)

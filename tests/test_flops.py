@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from passt_lib.compression import build_model, phase_config
+from passt_lib.compression import phase_config
 from passt_lib.flops import forward_flops, measure_flops, schedule_train_flops, train_flops
-from passt_lib.model import PaSSTConfig
-from passt_lib.schedule import parse_schedule
+from passt_lib.model import PaSST, PaSSTConfig
+from passt_lib.phases import parse_schedule
 
 
 def tiny(**kw) -> PaSSTConfig:
@@ -26,7 +26,7 @@ CONFIGS = {
 ])
 def test_analytic_matches_flop_counter(name, method):
     cfg = phase_config(CONFIGS[name], method, 1 if method == "full" else 2)
-    model = build_model(cfg)
+    model = PaSST(cfg)
     x = torch.randn(3, 1, 32, cfg.input_tdim)
     model.eval()
     assert measure_flops(model, x) == pytest.approx(3 * forward_flops(cfg, False), rel=0.02)

@@ -4,14 +4,12 @@ import pytest
 import torch
 
 from passt_lib.model import PRESETS, PaSST, PaSSTConfig, select_blocks
-from passt_lib.registry import create_model, list_models
-from passt_lib.scales import model_overrides
+from passt_lib.registry import list_models
+from passt_lib.scales import build_model, preset_config
 
 
 def tiny(name, **kw):
-    over = model_overrides(PaSSTConfig.preset(name), "smoke")  # 64 mels x 100 frames
-    over.update(kw)
-    return create_model(name, width="tiny", depth=2, n_classes=5, **over)
+    return build_model(name, "smoke", 5, width="tiny", depth=2, **kw)  # 64 mels x 101 frames
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -27,7 +25,7 @@ def test_every_preset_forward_backward(name):
     assert m.patch_embed.proj.weight.grad.abs().sum() > 0
     m.eval()
     with torch.no_grad():
-        assert m.forward_features(mel[:, 0]).shape == (2, 192)
+        assert m.forward_embedding(mel[:, 0]).shape == (2, 192)
         assert torch.equal(m(mel), m(mel[:, 0]))  # (B, 1, F, T) and (B, F, T) agree
 
 
@@ -74,11 +72,11 @@ def test_passt_l_block_selection():
 def test_preset_errors():
     with pytest.raises(ValueError, match="known presets: passt-s"):
         PaSSTConfig.preset("passt-xl")
-    with pytest.raises(ValueError, match="unknown PaSSTConfig field"):
+    with pytest.raises(ValueError, match=r"unknown PaSSTConfig keys \[.patchout.\]"):
         PaSSTConfig.preset("passt-s", patchout=3)
     with pytest.raises(ValueError, match="known widths"):
         PaSSTConfig.preset("passt-s", width="huge")
-    with pytest.raises(ValueError, match="s_patchout_t=40 of 9 time"):
+    with pytest.raises(ValueError, match="9 time patches but structured patchout drops s_patchout_t=40"):
         PaSSTConfig.preset("passt-s", input_tdim=100)
     with pytest.raises(ValueError, match="pos_embed"):
         PaSSTConfig(pos_embed="sinus")
@@ -171,14 +169,14 @@ def test_mel_config_matches_input_fdim():
 
 
 def test_last_block_shortcut_equals_full_computation():
-    # forward_features runs the last block for the two special tokens only.
+    # forward_embedding runs the last block for the two special tokens only.
     torch.manual_seed(0)
     m = tiny("passt-b").eval()
     mel = torch.randn(2, 64, 100)
     with torch.no_grad():
         full = m.forward_tokens(mel)  # (B, 2 + N, D), every token through every block
         assert full.shape == (2, m.n_tokens(training=False), 192)
-        assert torch.allclose(m.forward_features(mel), full[:, :2].mean(1), atol=1e-5)
+        assert torch.allclose(m.forward_embedding(mel), full[:, :2].mean(1), atol=1e-5)
 
 
 @pytest.mark.parametrize("scale", ["smoke", "embedded", "paper"])
@@ -188,8 +186,7 @@ def test_each_scale_clip_fits_its_model(scale):
     from passt_lib.scales import get_scale
 
     s = get_scale(scale)
-    over = model_overrides(PaSSTConfig.preset("passt-s"), s)
-    m = create_model("passt-s", width="tiny", depth=1, n_classes=3, **over).eval()
+    m = PaSST(preset_config("passt-s", s, width="tiny", depth=1, n_classes=3)).eval()
     frames = MelFrontend(m.mel_config).n_frames(s.n_samples)  # paper: 10 s -> 1000 frames
     with torch.no_grad():
         assert m(torch.zeros(1, s.n_mels, frames)).shape == (1, 3)

@@ -5,12 +5,37 @@ import torch
 
 from passt_lib.patchout import (
     Patchout,
+    check_amounts,
     keep_indices,
+    n_kept,
     patch_indices,
-    structured_patchout,
+    rescale_amounts,
     take,
-    unstructured_patchout,
 )
+
+
+# The paper's description, step by step on the grid: the reference that the flat indices the
+# model uses (patch_indices) must equal.
+def structured_patchout(x, s_patchout_t=0, s_patchout_f=0, *, mode="batch", generator=None):
+    """Drop time columns, then frequency rows of a (B, D, F, T) grid."""
+    b, _, f, t = x.shape
+    check_amounts((f, t), s_patchout_t, s_patchout_f)
+    keep_t = keep_f = None
+    if s_patchout_t:
+        keep_t = keep_indices(t, t - s_patchout_t, batch_size=b, mode=mode, generator=generator)
+        x = take(x, keep_t, dim=3)  # (B, D, F, T')
+    if s_patchout_f:
+        keep_f = keep_indices(f, f - s_patchout_f, batch_size=b, mode=mode, generator=generator)
+        x = take(x, keep_f, dim=2)  # (B, D, F', T')
+    return x, (keep_f, keep_t)
+
+
+def unstructured_patchout(x, u_patchout, *, mode="batch", generator=None):
+    """Drop single tokens of (B, N, D)."""
+    b, n, _ = x.shape
+    check_amounts((1, n), u_patchout=u_patchout)
+    keep = keep_indices(n, n - u_patchout, batch_size=b, mode=mode, generator=generator)
+    return take(x, keep, dim=1), keep
 
 
 def _grid(b=3, d=4, f=6, t=10):
@@ -104,14 +129,27 @@ def test_special_tokens_untouched_in_model():
 
 
 def test_errors_name_the_numbers():
-    x = _grid(f=6, t=10)
-    with pytest.raises(ValueError, match="drop 10 time columns but only 10"):
-        structured_patchout(x, s_patchout_t=10)
-    with pytest.raises(ValueError, match="drop 7 frequency rows but only 6"):
-        structured_patchout(x, s_patchout_f=7)
-    with pytest.raises(ValueError, match="drop 20 tokens but only 20"):
-        unstructured_patchout(torch.randn(1, 20, 2), 20)
+    with pytest.raises(ValueError, match="10 time patches.*s_patchout_t=10"):
+        patch_indices(6, 10, s_patchout_t=10)
+    with pytest.raises(ValueError, match="6 frequency patches.*s_patchout_f=7"):
+        patch_indices(6, 10, s_patchout_f=7)
+    with pytest.raises(ValueError, match="u_patchout=20 but only 20 patches are left"):
+        patch_indices(4, 5, u_patchout=20)
+    with pytest.raises(ValueError, match="s_patchout_f must be an integer >= 0.*-1"):
+        check_amounts((6, 10), s_patchout_f=-1)
     with pytest.raises(ValueError, match="mode"):
         keep_indices(5, 2, mode="nope")
     with pytest.raises(ValueError, match="s_patchout_t"):
         Patchout(s_patchout_t=-1)
+
+
+def test_kept_counts_and_rescaled_amounts():
+    assert n_kept((12, 99), 40, 4) == 8 * 59
+    assert n_kept((12, 99), 40, 4, 100) == 8 * 59 - 100
+    assert n_kept((5, 19)) == 95
+    # PaSST-S's 40 of 99 columns and 4 of 12 rows on the embedded 5 x 19 grid
+    assert rescale_amounts({"s_patchout_t": 40, "s_patchout_f": 4}, (5, 19), (12, 99)) == \
+        {"s_patchout_t": 8, "s_patchout_f": 2, "u_patchout": 0}
+    assert rescale_amounts({"u_patchout": 1}, (2, 2), (12, 99))["u_patchout"] == 1  # at least 1
+    with pytest.raises(ValueError, match="pool x4 leaves 2 time patches.*s_patchout_t=2"):
+        rescale_amounts({"s_patchout_t": 90}, (12, 2), (12, 99), where="pool x4 leaves")

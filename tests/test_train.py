@@ -18,7 +18,7 @@ from passt_lib import train as T
 from passt_lib.checkpoints import load_checkpoint
 from passt_lib.data.config import DataConfig
 from passt_lib.lr import epoch_plan, lr_at, lr_segments
-from passt_lib.schedule import parse_schedule
+from passt_lib.phases import parse_schedule
 from passt_lib.train_config import apply_sets
 
 SR = 32000
@@ -237,8 +237,10 @@ def test_cli_trains_from_a_config_file(tiny_data, tmp_path, capsys):
 def test_front_end_takes_the_scale_masks_and_overrides(tiny_data):
     from passt_lib.scales import get_scale
 
+    from passt_lib.scales import build_model
+
     cfg = T.TrainConfig.for_scale("passt-s", "smoke", data=tiny_data)
-    model = T.build_model(cfg, 4)
+    model = build_model(cfg.model, cfg.scale, 4)
     mel = T.base_mel_config(model, cfg, tiny_data)
     s = get_scale("smoke")
     assert (mel.n_mels, mel.freqm, mel.timem) == (s.n_mels, s.freqm, s.timem)

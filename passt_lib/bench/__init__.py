@@ -14,8 +14,6 @@ Shared measurement helpers live in :mod:`passt_lib.bench.common`.
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 
 # name -> (module whose main(argv) runs it, one-line help)
@@ -30,16 +28,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from passt_lib.cli import dispatch
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(
-        prog="passt-study bench",
-        description="Speed and memory benchmarks (synthetic inputs, median of timed steps).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="subcommands:\n"
-        + "\n".join(f"  {name:<15} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
-        + "\n\nRun `passt-study bench SUBCOMMAND --help` for a subcommand's options.",
-    )
-    parser.add_argument("subcommand", choices=list(SUBCOMMANDS), metavar="SUBCOMMAND")
-    ns = parser.parse_args(argv[:1])
-    module = importlib.import_module(SUBCOMMANDS[ns.subcommand][0])
-    return int(module.main(argv[1:]) or 0)
+    return dispatch("passt-study bench", "Speed and memory benchmarks (synthetic inputs, median "
+                    "of timed steps).", SUBCOMMANDS, argv)

@@ -3,7 +3,7 @@
 For one preset and scale, trains (``passt_lib.train.train``) a fine-only run
 ``full:N`` and, for each compression method, the study's 2-phase schedule
 ``METHOD:kxA,full:B`` and 3-phase schedule ``METHOD:kxA1,METHOD:(k/2)xA2,full:B``
-(A = A1 + A2 = N / 2 coarse epochs; ``passt_lib.schedule.standard_schedule``), over
+(A = A1 + A2 = N / 2 coarse epochs; ``passt_lib.phases.standard_schedule``), over
 several seeds.
 Writes one row per run to ``results/bench/coarse_to_fine.csv`` (schedule,
 method, seed, train_flops, train_seconds, eval_map, per-phase details and the
@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from passt_lib.bench import common
-from passt_lib.schedule import format_schedule, parse_schedule, standard_schedule
+from passt_lib.phases import format_schedule, parse_schedule, standard_schedule
 
 METHODS = ("frame_shift", "pool", "patchify")
 FINE = "fine-only"
@@ -50,7 +50,7 @@ FINE = "fine-only"
 def schedules(epochs: int, factor: int, methods: Sequence[str], n_phases: Sequence[int]
               ) -> list[tuple[str, str]]:
     """(method label, compact schedule) pairs: fine-only first, then each method's schedules,
-    the study's standard ones (``passt_lib.schedule.standard_schedule``: the first half of
+    the study's standard ones (``passt_lib.phases.standard_schedule``: the first half of
     the epochs coarse)."""
     if factor < 2:
         raise ValueError(f"factor must be >= 2, got {factor}")
@@ -98,16 +98,12 @@ def step_times(args, plan: Sequence[tuple[str, str]]) -> dict[tuple[str, int], f
 
     from passt_lib.compression import enter_phase
     from passt_lib.frontend import MelConfig, MelFrontend
-    from passt_lib.model import PaSSTConfig
-    from passt_lib.registry import create_model
-    from passt_lib.scales import get_scale, model_overrides
-    from passt_lib.schedule import Phase
+    from passt_lib.phases import Phase
+    from passt_lib.scales import build_model, get_scale
 
     scale = get_scale(args.scale)
     device = common.pick_device(args.device)
-    model = create_model(args.model, width=scale.width, depth=scale.depth,
-                         **model_overrides(PaSSTConfig.preset(args.model), scale),
-                         n_classes=args.step_classes)
+    model = build_model(args.model, scale, args.step_classes)
     mel0 = dataclasses.replace(MelConfig(n_mels=scale.n_mels), freqm=scale.freqm,
                                timem=scale.timem)
     g = torch.Generator().manual_seed(0)
@@ -116,7 +112,7 @@ def step_times(args, plan: Sequence[tuple[str, str]]) -> dict[tuple[str, int], f
     keys = sorted({(p.method, p.factor) for _, s in plan for p in parse_schedule(s)})
     fns = {}
     for method, factor in keys:
-        m, mel_cfg, transform = enter_phase(model, mel0, Phase(method, factor, 1))
+        m, mel_cfg, transform = enter_phase(model, model.config, mel0, Phase(method, factor, 1))
         m = m.to(device)
         frontend = MelFrontend(mel_cfg).to(device).train()
         step = common.TrainStep(m, transform(frontend(wave)), target.to(device),
@@ -136,14 +132,10 @@ def analytic_flops(args, out_dir: Path, m: dict, schedule: str) -> float:
     """Training FLOPs of a finished run from its phases (``flops.schedule_train_flops``)."""
     from passt_lib.checkpoints import load_checkpoint
     from passt_lib.flops import schedule_train_flops
-    from passt_lib.model import PaSSTConfig
-    from passt_lib.scales import get_scale, model_overrides
+    from passt_lib.scales import preset_config
 
-    scale = get_scale(args.scale)
     n_classes = load_checkpoint(out_dir / "checkpoint.pt")["model"]["head.1.bias"].shape[0]
-    cfg = PaSSTConfig.preset(args.model, width=scale.width, depth=scale.depth,
-                             **model_overrides(PaSSTConfig.preset(args.model), scale),
-                             n_classes=n_classes)
+    cfg = preset_config(args.model, args.scale, n_classes=n_classes)
     phases = parse_schedule(schedule)
     per_epoch = m["train_samples"] // sum(p.epochs for p in phases)
     return float(sum(schedule_train_flops(cfg, phases, per_epoch)))

@@ -449,12 +449,6 @@ class BenchModel:
         return sum(p.numel() for p in self.model.parameters())
 
 
-def is_transformer(name: str) -> bool:
-    from passt_lib.model import PRESETS
-
-    return name in PRESETS
-
-
 def build_bench_model(
     name: str,
     scale,
@@ -462,31 +456,25 @@ def build_bench_model(
     width: str | None = None,
     depth: int | None = None,
     n_classes: int = 527,
+    **overrides,
 ) -> BenchModel:
-    """Build preset ``name`` at ``scale`` (a ``passt_lib.scales.Scale`` or its name).
+    """Build model ``name`` at ``scale`` (a ``passt_lib.scales.Scale`` or its name) as training
+    builds it (``scales.build_model``), with the input of one of the scale's clips.
 
-    Transformers get the scale's input size, width and depth, with patchout
-    rescaled to the scale's grid (``scales.model_overrides``); ``width`` /
-    ``depth`` override the scale's. CNNs keep their own front-end (mel bins,
-    hop) and get the scale's clip length.
+    ``width`` / ``depth`` override a transformer's scale width and depth; ``overrides`` are
+    fields of the model's config.
     """
-    from passt_lib.registry import create_model
-    from passt_lib.scales import get_scale, model_overrides
+    from passt_lib.registry import model_info
+    from passt_lib.scales import build_model, get_scale
 
     scale = get_scale(scale) if isinstance(scale, str) else scale
-    if is_transformer(name):
-        from passt_lib.model import PaSSTConfig
-
-        width = width or scale.width
-        depth = depth if depth is not None else scale.depth
-        over = model_overrides(PaSSTConfig.preset(name), scale)
-        if depth is not None:
-            over["depth"] = depth
-        model = create_model(name, width=width, n_classes=n_classes, **over)
+    if model_info(name).transformer:
+        sized = {k: v for k, v in (("width", width), ("depth", depth)) if v is not None}
+        model = build_model(name, scale, n_classes, **sized, **overrides)
         c = model.config
         return BenchModel(name, model, (1, c.input_fdim, c.input_tdim), n_classes,
                           model.n_tokens(training=True))
-    model = create_model(name, n_classes=n_classes)
+    model = build_model(name, scale, n_classes, **overrides)
     mc = model.mel_config
     n_samples = int(round(mc.sample_rate * scale.clip_seconds))
     frames = n_samples // mc.hop_length + 1  # centred STFT

@@ -23,9 +23,8 @@ import torch
 import torch.nn as nn
 
 from passt_lib.bench import common
-from passt_lib.grid import patch_grid
 from passt_lib.precision import PRECISIONS, has_native_bf16, resolve_precision
-from passt_lib.scales import PAPER_FDIM, PAPER_TDIM, scale_patchout
+from passt_lib.scales import PAPER_FDIM, PAPER_TDIM
 
 N_CLASSES = 527
 # Target ratios of issue 2 (ours / reference, training throughput).
@@ -48,23 +47,13 @@ def flop_ratios(model_b: nn.Module, model_s: nn.Module) -> tuple[float, float]:
 
 
 def build_ours(name: str, *, width: str, depth: int | None, fdim: int, tdim: int) -> nn.Module:
-    from passt_lib.model import PaSSTConfig
-    from passt_lib.registry import create_model
+    """Our preset at ``width`` / ``depth`` for an (fdim, tdim) input (``scales.preset_config``:
+    patchout rescaled from the paper grid; the identity at 128 x 998)."""
+    from passt_lib.model import PaSST
+    from passt_lib.scales import preset_config
 
-    paper = PaSSTConfig.preset(name)
-    stride = (paper.fstride, paper.tstride)
-    f_paper, t_paper = patch_grid(PAPER_FDIM, PAPER_TDIM, (paper.patch_size,) * 2, stride)
-    f, t = patch_grid(fdim, tdim, (paper.patch_size,) * 2, stride)
-    over = {
-        "input_fdim": fdim,
-        "input_tdim": tdim,
-        # patchout defined on the paper grid, rescaled to this grid (identity at 128 x 998)
-        "s_patchout_f": min(scale_patchout(paper.s_patchout_f, f, f_paper), f - 1),
-        "s_patchout_t": min(scale_patchout(paper.s_patchout_t, t, t_paper), t - 1),
-    }
-    if depth is not None:
-        over["depth"] = depth
-    return create_model(name, width=width, n_classes=N_CLASSES, **over)
+    return PaSST(preset_config(name, "paper", width=width, depth=depth, input_size=(fdim, tdim),
+                               n_classes=N_CLASSES))
 
 
 def build_reference(ours: nn.Module) -> nn.Module:
@@ -123,93 +112,100 @@ def run(args) -> tuple[list[dict], list[dict]]:
     refs = {n: build_reference(ours[n]).to(device) for n in names}
     mel, target = common.synthetic_batch((1, args.fdim, args.tdim), N_CLASSES, args.batch,
                                          device)
-    steps, runners = {}, {}
-    for n in names:
-        short = n.split("-")[1].upper()  # "S" / "B"
+    steps, optimizers = _steps(args, ours, refs, mel, target, precisions, low)
+    common.log(f"counting FLOPs, then timing {len(steps)} variants and the matmul peaks")
+    flops = {}
+    for n in names:  # FLOPs do not depend on precision: count one step per model (uncompiled)
+        for impl, model in (("ref", refs[n]), ("ours", ours[n])):
+            flops[(impl, _short(n))] = common.count_flops(common.TrainStep(
+                model, mel, target, precision=low, optimizer=optimizers[(impl, n)]))
+    matmuls = {p: common.MatmulStep(device, p, n=args.matmul_size) for p in precisions}
+    # The peak matmuls join the round-robin: they see the same machine load as the models.
+    timings = common.time_interleaved({**steps, **{f"matmul-{p}": m for p, m in matmuls.items()}},
+                                      steps=args.steps, warmup=args.warmup, device=device)
+    peaks = {p: m.flops / timings.pop(f"matmul-{p}").median for p, m in matmuls.items()}
+    rows = [_step_row(args, key, timing, flops, peaks, ours) for key, timing in timings.items()]
+    t = {k: v.median for k, v in timings.items()}
+    ratios = [r for n in names for r in _speed_ratios(t, _short(n), auto, low)]
+    if not args.no_b:
+        ratios += _patchout_ratios(t, ours, flops, auto)
+    return rows, ratios
+
+
+def _short(name: str) -> str:
+    return name.split("-")[1].upper()  # "passt-s" -> "S"
+
+
+def _steps(args, ours, refs, mel, target, precisions, low):
+    """Every variant's training step ("ours-S-bf16", "ref-B-shipped", ...), and one optimiser
+    per model, shared by its precisions' steps."""
+    steps, optimizers = {}, {}
+    for n in ours:
         our_model = torch.compile(ours[n]) if args.compile else ours[n]
         for impl, model in (("ref", refs[n]), ("ours", our_model)):
             for prec in precisions:
                 if impl == "ref" and prec not in ("fp32", low):
                     continue
-                key = f"{impl}-{short}-{prec}"
-                # one optimiser per model, shared by its precisions' steps
-                shared = runners.get((impl, n))
                 step = common.TrainStep(model, mel, target, precision=prec,
-                                        optimizer=shared.optimizer if shared else None,
+                                        optimizer=optimizers.get((impl, n)),
                                         fused=not args.foreach_adamw)
-                runners.setdefault((impl, n), step)
-                steps[key] = step
+                optimizers.setdefault((impl, n), step.optimizer)
+                steps[f"{impl}-{_short(n)}-{prec}"] = step
         # The reference as its training code ships it: fp32 and torch's default (multi-tensor,
         # unfused) AdamW, with its own optimiser state.
-        steps[f"ref-{short}-shipped"] = common.TrainStep(refs[n], mel, target, precision="fp32",
-                                                         fused=False)
-    common.log(f"counting FLOPs, then timing {len(steps)} variants and the matmul peaks")
-    matmuls = {p: common.MatmulStep(device, p, n=args.matmul_size) for p in precisions}
-    flops = {}
-    for n in names:  # FLOPs do not depend on precision: count one step per model
-        short = n.split("-")[1].upper()
-        for impl, model in (("ref", refs[n]), ("ours", ours[n])):  # uncompiled
-            optimizer = runners[(impl, n)].optimizer
-            flops[(impl, short)] = common.count_flops(
-                common.TrainStep(model, mel, target, precision=low, optimizer=optimizer))
-    # The peak matmuls join the round-robin: they see the same machine load as the models.
-    timings = common.time_interleaved({**steps, **{f"matmul-{p}": m for p, m in matmuls.items()}},
-                                      steps=args.steps, warmup=args.warmup, device=device)
-    peaks = {p: m.flops / timings.pop(f"matmul-{p}").median for p, m in matmuls.items()}
+        steps[f"ref-{_short(n)}-shipped"] = common.TrainStep(refs[n], mel, target,
+                                                             precision="fp32", fused=False)
+    return steps, optimizers
 
-    rows = []
-    for key, timing in timings.items():
-        impl, short, prec = key.split("-")
-        f = flops[(impl, short)]
-        adamw = "foreach" if prec == "shipped" or args.foreach_adamw else "fused"
-        prec = "fp32" if prec == "shipped" else prec
-        rows.append({
-            "kind": "step", "name": key, "impl": impl, "model": f"PaSST-{short}",
-            "precision": prec, "batch": args.batch, "fdim": args.fdim, "tdim": args.tdim,
-            "depth": ours[f"passt-{short.lower()}"].config.n_blocks, "width": args.width,
-            "adamw": adamw,
-            "median_s": timing.median, "min_s": timing.min, "max_s": timing.max,
-            "spread": timing.spread, "samples_per_s": timing.per_second(args.batch),
-            "flops_per_step": f, "achieved_flops": f / timing.median,
-            "matmul_peak_flops": peaks[prec],
-            "peak_fraction": f / timing.median / peaks[prec],
-        })
-    t = {k: v.median for k, v in timings.items()}
-    ratios = [
-        ratio("speed-up vs reference as shipped (ours auto, fused AdamW / ref fp32, default "
-              "AdamW), PaSST-S", t["ref-S-shipped"] / t[f"ours-S-{auto}"], TARGET_VS_SHIPPED),
-        ratio("speed-up vs reference fp32, same fused AdamW (ours auto / ref fp32), PaSST-S",
-              t["ref-S-fp32"] / t[f"ours-S-{auto}"], TARGET_VS_SHIPPED),
-        ratio("speed-up at equal precision fp32, PaSST-S",
-              t["ref-S-fp32"] / t["ours-S-fp32"], TARGET_EQUAL_PRECISION),
-        ratio(f"speed-up at equal precision {low}, PaSST-S",
-              t[f"ref-S-{low}"] / t[f"ours-S-{low}"], TARGET_EQUAL_PRECISION),
+
+def _step_row(args, key: str, timing, flops, peaks, ours) -> dict:
+    impl, short, prec = key.split("-")
+    f = flops[(impl, short)]
+    adamw = "foreach" if prec == "shipped" or args.foreach_adamw else "fused"
+    prec = "fp32" if prec == "shipped" else prec
+    return {
+        "kind": "step", "name": key, "impl": impl, "model": f"PaSST-{short}",
+        "precision": prec, "batch": args.batch, "fdim": args.fdim, "tdim": args.tdim,
+        "depth": ours[f"passt-{short.lower()}"].config.n_blocks, "width": args.width,
+        "adamw": adamw,
+        "median_s": timing.median, "min_s": timing.min, "max_s": timing.max,
+        "spread": timing.spread, "samples_per_s": timing.per_second(args.batch),
+        "flops_per_step": f, "achieved_flops": f / timing.median,
+        "matmul_peak_flops": peaks[prec], "peak_fraction": f / timing.median / peaks[prec],
+    }
+
+
+def _speed_ratios(t: dict[str, float], s: str, auto: str, low: str) -> list[dict]:
+    """Our speed-ups over the reference for PaSST-``s``: as shipped and at equal precision."""
+    return [
+        ratio(f"speed-up vs reference as shipped (ours auto, fused AdamW / ref fp32, default "
+              f"AdamW), PaSST-{s}", t[f"ref-{s}-shipped"] / t[f"ours-{s}-{auto}"],
+              TARGET_VS_SHIPPED),
+        ratio(f"speed-up vs reference fp32, same fused AdamW (ours auto / ref fp32), PaSST-{s}",
+              t[f"ref-{s}-fp32"] / t[f"ours-{s}-{auto}"], TARGET_VS_SHIPPED),
+        ratio(f"speed-up at equal precision fp32, PaSST-{s}",
+              t[f"ref-{s}-fp32"] / t[f"ours-{s}-fp32"], TARGET_EQUAL_PRECISION),
+        ratio(f"speed-up at equal precision {low}, PaSST-{s}",
+              t[f"ref-{s}-{low}"] / t[f"ours-{s}-{low}"], TARGET_EQUAL_PRECISION),
     ]
-    if not args.no_b:
-        fr, fr_forward = flop_ratios(ours["passt-b"], ours["passt-s"])
-        counted = flops[("ours", "B")] / flops[("ours", "S")]
-        ratios += [
-            ratio("speed-up vs reference as shipped (ours auto, fused AdamW / ref fp32, "
-                  "default AdamW), PaSST-B", t["ref-B-shipped"] / t[f"ours-B-{auto}"],
-                  TARGET_VS_SHIPPED),
-            ratio("speed-up vs reference fp32, same fused AdamW (ours auto / ref fp32), "
-                  "PaSST-B", t["ref-B-fp32"] / t[f"ours-B-{auto}"], TARGET_VS_SHIPPED),
-            ratio("speed-up at equal precision fp32, PaSST-B",
-                  t["ref-B-fp32"] / t["ours-B-fp32"], TARGET_EQUAL_PRECISION),
-            ratio(f"speed-up at equal precision {low}, PaSST-B",
-                  t[f"ref-B-{low}"] / t[f"ours-B-{low}"], TARGET_EQUAL_PRECISION),
-            ratio("analytic training FLOP ratio PaSST-B / PaSST-S", fr, None),
-            ratio("analytic forward FLOP ratio PaSST-B / PaSST-S (the paper's 2.86)",
-                  fr_forward, None),
-            ratio("counted FLOP ratio PaSST-B / PaSST-S (FlopCounterMode)", counted, None),
-            ratio(f"our patchout speed-up (B step / S step), {auto}",
-                  t[f"ours-B-{auto}"] / t[f"ours-S-{auto}"], fr),
-            ratio("our patchout speed-up (B step / S step), fp32",
-                  t["ours-B-fp32"] / t["ours-S-fp32"], fr),
-            ratio("reference patchout speed-up (B step / S step), fp32",
-                  t["ref-B-fp32"] / t["ref-S-fp32"], None),
-        ]
-    return rows, ratios
+
+
+def _patchout_ratios(t: dict[str, float], ours, flops, auto: str) -> list[dict]:
+    """PaSST-B step over PaSST-S step, next to their FLOP ratios."""
+    fr, fr_forward = flop_ratios(ours["passt-b"], ours["passt-s"])
+    return [
+        ratio("analytic training FLOP ratio PaSST-B / PaSST-S", fr, None),
+        ratio("analytic forward FLOP ratio PaSST-B / PaSST-S (the paper's 2.86)",
+              fr_forward, None),
+        ratio("counted FLOP ratio PaSST-B / PaSST-S (FlopCounterMode)",
+              flops[("ours", "B")] / flops[("ours", "S")], None),
+        ratio(f"our patchout speed-up (B step / S step), {auto}",
+              t[f"ours-B-{auto}"] / t[f"ours-S-{auto}"], fr),
+        ratio("our patchout speed-up (B step / S step), fp32",
+              t["ours-B-fp32"] / t["ours-S-fp32"], fr),
+        ratio("reference patchout speed-up (B step / S step), fp32",
+              t["ref-B-fp32"] / t["ref-S-fp32"], None),
+    ]
 
 
 def ratio(name: str, value: float, target: float | None) -> dict:

@@ -22,10 +22,10 @@ import torch
 
 from passt_lib.bench import common
 from passt_lib.precision import PRECISIONS, resolve_precision
+from passt_lib.registry import model_info
 from passt_lib.scales import get_scale, replace
 
 DEFAULT_MODELS = ("ast", "passt-s", "passt-s-n", "cnn14")
-DISPLAY = {"ast": "AST", "passt-s": "PaSST-S", "passt-s-n": "PaSST-S-N", "cnn14": "CNN14"}
 
 
 def parse_args(argv):
@@ -61,19 +61,13 @@ def build(name: str, seconds: float, args, device) -> common.BenchModel:
     scale = replace(get_scale("paper"), name=f"scaling-{seconds:g}s", clip_seconds=seconds,
                     n_mels=args.n_mels, width=args.width or ("tiny" if cpu else "base"),
                     depth=args.depth if args.depth is not None else (2 if cpu else None))
-    if common.is_transformer(name):
-        return common.build_bench_model(name, scale)
     div = args.cnn_channels_div or (4 if cpu else 1)
-    if div == 1:
+    if model_info(name).transformer or div == 1:
         return common.build_bench_model(name, scale)
     from passt_lib.cnn import CNNConfig
-    from passt_lib.registry import create_model
 
     channels = tuple(c // div for c in CNNConfig.preset(name).channels)
-    model = create_model(name, channels=channels)
-    mc = model.mel_config
-    frames = int(round(mc.sample_rate * seconds)) // mc.hop_length + 1  # centred STFT
-    return common.BenchModel(name, model, (1, mc.n_mels, frames), model.n_classes, None)
+    return common.build_bench_model(name, scale, channels=channels)
 
 
 def run(args) -> tuple[list[dict], dict[str, str]]:
@@ -102,7 +96,7 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
         for name, (bm, mem, flops) in built.items():
             t = timings[name]
             rows.append({
-                "model": DISPLAY.get(name, name), "preset": name, "seconds": seconds,
+                "model": model_info(name).display, "preset": name, "seconds": seconds,
                 "input": "x".join(str(d) for d in bm.input_shape[1:]),
                 "seq_len": bm.seq_len if bm.seq_len is not None else "",
                 "params": bm.n_params, "batch": args.batch,

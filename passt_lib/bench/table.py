@@ -23,23 +23,19 @@ import torch
 
 from passt_lib.bench import common
 from passt_lib.precision import PRECISIONS, resolve_precision
+from passt_lib.registry import list_models, model_info
 from passt_lib.scales import get_scale
 
-# preset -> name in the paper's Table 1
-DISPLAY = {
-    "ast": "AST", "ast-n": "AST-N", "passt-b": "PaSST-B", "passt-u": "PaSST-U",
-    "passt-s": "PaSST-S", "passt-s-l": "PaSST-S-L", "passt-s-n": "PaSST-S-N",
-    "cnn14": "CNN14", "cnn10": "CNN10", "cnn6": "CNN6",
-    "mn04": "mn04", "mn10": "mn10", "mn20": "mn20", "mn40": "mn40",
-}
 DEFAULT_MODELS = ("ast", "ast-n", "passt-b", "passt-u", "passt-s", "passt-s-l", "passt-s-n",
                   "cnn14", "cnn10", "mn10", "mn40")
-# The paper's Table 1 (Titan RTX): training speed relative to AST, GB per training sample,
-# training sequence length.
-PAPER = {
-    "ast": (1.0, 2.33, 1212), "ast-n": (3.4, 0.534, 498), "cnn14": (5.7, 0.213, None),
-    "passt-b": (1.0, 2.33, 1190), "passt-u": (1.9, 1.14, 790), "passt-s": (3.8, 0.513, 474),
-    "passt-s-l": (6.4, 0.311, 474), "passt-s-n": (8.0, 0.202, 254),
+# Koutini et al. 2022, Table 1 (Titan RTX): preset -> (AudioSet mAP, training speed relative
+# to AST, GB of GPU memory per training sample, training sequence length). The report and the
+# figures quote it from here.
+PAPER_TABLE1 = {
+    "ast": (0.459, 1.0, 2.33, 1212), "ast-n": (0.454, 3.4, 0.534, 498),
+    "passt-b": (0.462, 1.0, 2.33, 1190), "passt-u": (0.466, 1.9, 1.14, 790),
+    "passt-s": (0.471, 3.8, 0.513, 474), "passt-s-l": (0.459, 6.4, 0.311, 474),
+    "passt-s-n": (0.466, 8.0, 0.202, 254), "cnn14": (0.439, 5.7, 0.213, None),
 }
 # Batch per training step on CPU, per scale (on GPU the batch is searched, see choose_batch).
 CPU_BATCH = {"smoke": 4, "embedded": 8, "paper": 2}
@@ -69,9 +65,10 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, default=None,
                    help="CSV path (default results/bench/table_<scale>.csv)")
     args = p.parse_args(argv)
-    unknown = [m for m in args.models if m not in DISPLAY]
+    unknown = [m for m in args.models if m not in list_models()]
     if unknown:
-        p.error(f"unknown model(s) {unknown}; expected presets among {', '.join(DISPLAY)}")
+        p.error(f"unknown model(s) {unknown}; expected registered models among "
+                f"{', '.join(list_models())}")
     return args
 
 
@@ -169,9 +166,9 @@ def measure(args) -> tuple[list[dict], dict[str, str]]:
     ast = results.get("ast")
     for name, (e, tt, ti) in results.items():
         train_sps = tt.per_second(e.batch)
-        paper = PAPER.get(name, (None, None, None))
+        paper = PAPER_TABLE1.get(name, (None, None, None, None))[1:]
         rows.append({
-            "model": DISPLAY[name], "preset": name, "scale": args.scale, "batch": e.batch,
+            "model": model_info(name).display, "preset": name, "scale": args.scale, "batch": e.batch,
             "input": "x".join(str(d) for d in e.input_shape[1:]),
             "seq_len": e.seq_len if e.seq_len is not None else "",
             "params": e.n_params,

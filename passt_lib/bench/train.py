@@ -203,11 +203,11 @@ def measure_device(config, steps: int, warmup: int) -> dict:
     the median step."""
     import torch
 
-    from passt_lib.train import enter_phase, setup
+    from passt_lib.train import setup, start_phase
 
     run = setup(config)
     run.bar.close()
-    ps = enter_phase(run, run.model, 0)
+    ps = start_phase(run, run.model, 0)
     ps.step.train()
     g = torch.Generator().manual_seed(0)
     b = run.local_batch

@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from passt_lib.configs import from_dict_strict, replace_strict
+
 FORMATS = ("passt-hdf5", "panns-hdf5", "folder")
 TASKS = ("multilabel", "singlelabel")
 ON_ERROR = ("raise", "skip")
@@ -111,7 +113,7 @@ class DataConfig:
         return (self.train_path,) if isinstance(self.train_path, str) else tuple(self.train_path)
 
     def replace(self, **changes) -> DataConfig:
-        return dataclasses.replace(self, **changes)
+        return replace_strict(self, **changes)
 
     def no_augmentation(self) -> DataConfig:
         """The same data with every augmentation and balanced sampling off."""
@@ -126,11 +128,7 @@ class DataConfig:
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
         """Build from a plain dict (yaml/json); unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown DataConfig keys {unknown}; expected some of {sorted(known)}")
-        return cls(**d)
+        return from_dict_strict(cls, d)
 
     @classmethod
     def audioset(cls, root: str | Path, train: str = "balanced", class_csv: str | None = None,

@@ -115,8 +115,8 @@ READ_ERRORS = (OSError, RuntimeError, ValueError, KeyError, IndexError, sf.Libsn
 class AudioDataset(torch.utils.data.Dataset):
     """Shared logic: resampling, pad/crop, targets, error policy, decoded cache.
 
-    Subclasses implement ``__len__``, ``_read(i) -> (audio float32 (S,), sample_rate)``,
-    ``_target(i) -> float32 (C,)`` and ``_name(i) -> str``.
+    Subclasses implement ``__len__``, ``_read(i) -> (audio float32 (S,), sample_rate)`` and
+    ``_name(i) -> str``, and set ``self._targets``: float32 (N, C) multi-hot.
     """
 
     path: str
@@ -137,21 +137,27 @@ class AudioDataset(torch.utils.data.Dataset):
         self._decoded: np.ndarray | None = None  # int16 (N, S) when ``cache``
         self._bad: dict[int, str] = {}  # unreadable entries found while preloading
         self.skipped: dict[int, str] = {}
+        self._targets = np.zeros((0, n_classes), np.float32)  # (N, C), set by subclasses
 
     # subclass API
     def _read(self, i: int) -> tuple[np.ndarray, int]:
         raise NotImplementedError
 
-    def _target(self, i: int) -> np.ndarray:
-        raise NotImplementedError
-
     def _name(self, i: int) -> str:
         raise NotImplementedError
 
+    def _target(self, i: int) -> np.ndarray:
+        return self._targets[i]
+
     def targets(self) -> np.ndarray:
         """All targets as a float32 (N, C) multi-hot array (for samplers and priors)."""
-        return np.stack([self._target(i) for i in range(len(self))]) if len(self) else \
-            np.zeros((0, self.n_classes), np.float32)
+        return self._targets
+
+    def _skip(self, i: int, reason: str) -> None:
+        """Record entry ``i`` as skipped (once) and log it: the skip policy's one place."""
+        if i not in self.skipped:
+            self.skipped[i] = reason
+            log.warning("skipped %s", reason)
 
     def _decode(self, i: int) -> np.ndarray:
         x, sr = self._read(i)
@@ -235,9 +241,7 @@ class AudioDataset(torch.utils.data.Dataset):
             except ValueError as exc:
                 if self.on_error == "raise":
                     raise
-                if j not in self.skipped:
-                    self.skipped[j] = str(exc)
-                    log.warning("skipped %s", exc)
+                self._skip(j, str(exc))
         raise ValueError(f"no readable entry in {self.path} ({n} entries, all skipped)")
 
     def scan(self) -> dict[int, str]:
@@ -253,9 +257,7 @@ class AudioDataset(torch.utils.data.Dataset):
                 if self.on_error == "raise":
                     raise
                 bad[i] = str(exc)
-                if i not in self.skipped:
-                    self.skipped[i] = str(exc)
-                    log.warning("skipped %s", exc)
+                self._skip(i, str(exc))
         return bad
 
     def stacked(self) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -269,9 +271,7 @@ class AudioDataset(torch.utils.data.Dataset):
             self.preload()
         keep = np.array([i for i in range(len(self)) if i not in self._bad], dtype=np.int64)
         for i, why in self._bad.items():
-            if i not in self.skipped:
-                self.skipped[i] = why
-                log.warning("skipped %s", why)
+            self._skip(i, why)
         waves = torch.from_numpy(np.asarray(self._decoded)[keep]).float() / 32767.0  # (N, S)
         targets = np.asarray(self.targets())[keep]  # (N, C)
         if self.task == "singlelabel":
@@ -308,8 +308,14 @@ class _HDF5Dataset(AudioDataset):
                            for n in f["audio_name"][()]]
         self._targets = self._decode_targets(self._targets_raw)
 
+    LAYOUT: tuple[str, tuple[str, ...]]  # (name, required datasets)
+
     def _check_layout(self, f):
-        raise NotImplementedError
+        name, keys = self.LAYOUT
+        missing = [k for k in keys if k not in f]
+        if missing:
+            raise ValueError(f"{self.path} is not in the {name} HDF5 layout: missing "
+                             f"{missing} (found {sorted(f)})")
 
     def _decode_targets(self, t: np.ndarray) -> np.ndarray:
         c = self.n_classes
@@ -339,12 +345,6 @@ class _HDF5Dataset(AudioDataset):
     def __len__(self) -> int:
         return self._len
 
-    def _target(self, i: int) -> np.ndarray:
-        return self._targets[i]
-
-    def targets(self) -> np.ndarray:
-        return self._targets
-
     def _name(self, i: int) -> str:
         return self._names[i]
 
@@ -352,11 +352,7 @@ class _HDF5Dataset(AudioDataset):
 class PasstHDF5Dataset(_HDF5Dataset):
     """PaSST / AudioSet ``*_mp3.hdf``: ``audio_name``, ``mp3`` (vlen uint8), ``target``."""
 
-    def _check_layout(self, f):
-        missing = [k for k in ("audio_name", "mp3", "target") if k not in f]
-        if missing:
-            raise ValueError(f"{self.path} is not in the PaSST mp3 HDF5 layout: missing "
-                             f"{missing} (found {sorted(f)})")
+    LAYOUT = ("PaSST mp3", ("audio_name", "mp3", "target"))
 
     def raw_bytes(self, i: int) -> bytes:
         return np.asarray(self.h5["mp3"][i], dtype=np.uint8).tobytes()
@@ -369,11 +365,10 @@ class PasstHDF5Dataset(_HDF5Dataset):
 class PannsHDF5Dataset(_HDF5Dataset):
     """PANNs waveform HDF5: ``audio_name``, ``waveform`` int16 (N, S), ``target`` bool."""
 
+    LAYOUT = ("PANNs waveform", ("audio_name", "waveform", "target"))
+
     def _check_layout(self, f):
-        missing = [k for k in ("audio_name", "waveform", "target") if k not in f]
-        if missing:
-            raise ValueError(f"{self.path} is not in the PANNs waveform HDF5 layout: missing "
-                             f"{missing} (found {sorted(f)})")
+        super()._check_layout(f)
         self._file_sr = int(f.attrs.get("sample_rate", self.sample_rate))
 
     def _read(self, i: int):
@@ -433,12 +428,6 @@ class FolderDataset(AudioDataset):
 
     def _error(self, i: int, exc: Exception) -> str:
         return f"{self.path} entry {i} ({self._file(i)}): {type(exc).__name__}: {exc}"
-
-    def _target(self, i: int) -> np.ndarray:
-        return self._targets[i]
-
-    def targets(self) -> np.ndarray:
-        return self._targets
 
     def _name(self, i: int) -> str:
         return self.files[i]

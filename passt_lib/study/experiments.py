@@ -17,7 +17,6 @@ Multi-GPU: DDP cannot start inside a Jupyter kernel. For several GPUs, run
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import subprocess
@@ -27,13 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from passt_lib.atomic import atomic_write_text
-from passt_lib.schedule import SHAPES
+from passt_lib.configs import from_dict_strict
+from passt_lib.patchout import check_amounts
+from passt_lib.phases import SHAPES
 from passt_lib.study.env import REPO_ROOT
 
 SCALE_NAMES = ("smoke", "embedded", "paper")
 PATCHOUT_TYPES = ("none", "time", "frequency", "structured", "unstructured")
 C2F_METHODS = ("none", "frame_shift", "pool", "patchify")
-C2F_SCHEDULES = SHAPES  # the standard schedules of passt_lib.schedule
+C2F_SCHEDULES = SHAPES  # the standard schedules of passt_lib.phases
 
 
 def _choice(name: str, value: Any, choices) -> None:
@@ -121,13 +122,14 @@ def patchout_amounts(grid: tuple[int, int], patchout: str, amount: float) -> dic
         out["s_patchout_t"], out["s_patchout_f"] = n(axis, t), n(axis, f)
     else:
         out["u_patchout"] = n(amount, f * t)
+    check_amounts(grid, **out)
     return out
 
 
 def _model_config(preset: str, scale: str):
-    from passt_lib.study.tour import model_config_at
+    from passt_lib.scales import preset_config
 
-    return model_config_at(preset, scale)
+    return preset_config(preset, scale)
 
 
 def patchout_train_config(p: PatchoutParams, out_dir: str | Path):
@@ -145,9 +147,11 @@ def run_patchout(p: PatchoutParams, out_dir: str | Path) -> dict[str, Any]:
     cfg = patchout_train_config(p, out_dir)
     res = train_in_subprocess(cfg, p.nproc) if p.nproc > 1 else _train(cfg)
     m = res["metrics"]
+    from passt_lib.patchout import n_kept
+
     grid = _model_config(p.preset, p.scale).grid
     po = cfg.model_overrides
-    kept = ((grid[0] - po["s_patchout_f"]) * (grid[1] - po["s_patchout_t"]) - po["u_patchout"])
+    kept = n_kept(grid, **po)
     return {
         "eval_map": m.get("eval_map"), "eval_auc": m.get("eval_auc"),
         "prior_map": m.get("prior_map"),
@@ -170,10 +174,10 @@ def step_memory_per_sample(cfg) -> float:
     run holds (libraries, data), so it cannot tell patchout settings apart.
     """
     from passt_lib.bench import common
-    from passt_lib.train import build_model
+    from passt_lib.scales import build_model
 
     device = common.pick_device(cfg.device)
-    model = build_model(cfg, n_classes=20).to(device)
+    model = build_model(cfg.model, cfg.scale, 20, **cfg.model_overrides).to(device)
     c = model.config
     mel, target = common.synthetic_batch((1, c.input_fdim, c.input_tdim), 20, cfg.batch_size,
                                          device)
@@ -209,7 +213,7 @@ class CoarseToFineParams:
         _choice("preset", self.preset, list(PRESETS))
         _choice("method", self.method, C2F_METHODS)
         if self.method != "none" and self.schedule not in C2F_SCHEDULES:
-            from passt_lib.schedule import parse_schedule
+            from passt_lib.phases import parse_schedule
 
             parse_schedule(self.schedule)  # an explicit schedule: raises on a bad one
         if self.factor < 2 or (self.schedule == "3-phase" and self.factor % 2):
@@ -222,7 +226,7 @@ class CoarseToFineParams:
 def build_schedule(method: str, schedule: str, epochs: int, factor: int = 4,
                    coarse_fraction: float = 0.5) -> str:
     """The compact schedule string: "none" -> "full:E"; "2-phase" -> "M:kxC,full:F"; ..."""
-    from passt_lib.schedule import standard_schedule
+    from passt_lib.phases import standard_schedule
 
     if method == "none":
         return f"full:{epochs}"
@@ -328,7 +332,7 @@ class SpeedParams:
     audioset: str = "unused"
 
     def __post_init__(self) -> None:
-        from passt_lib.bench.table import DISPLAY
+        from passt_lib.registry import list_models
 
         for name in ("models", "scaling_seconds", "scaling_models"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -336,9 +340,9 @@ class SpeedParams:
             raise ValueError(f"scaling_seconds must be positive, got {list(self.scaling_seconds)}")
         _common_checks(self)
         for m in self.models:
-            _choice("models entry", m, DISPLAY)
+            _choice("models entry", m, list_models())
         for m in self.scaling_models:
-            _choice("scaling_models entry", m, DISPLAY)
+            _choice("scaling_models entry", m, list_models())
         if self.steps < 1 or self.warmup < 0:
             raise ValueError(f"need steps >= 1 and warmup >= 0, got {self.steps}, {self.warmup}")
 
@@ -373,11 +377,7 @@ def run_speed(p: SpeedParams, out_dir: str | Path) -> dict[str, Any]:
 
 def params_from(cls, values: dict[str, Any]):
     """``cls(**values)`` with unknown names rejected by name (the notebook's parameter set)."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}; {cls.__name__} takes {sorted(known)}")
-    return cls(**values)
+    return from_dict_strict(cls, values, f"{cls.__name__} parameter")
 
 
 # ----------------------------------------------------------------------------- tour

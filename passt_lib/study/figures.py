@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from passt_lib.atomic import atomic_write_text, read_json
+from passt_lib.bench.table import PAPER_TABLE1
 from passt_lib.study import style
 from passt_lib.study.env import REPO_ROOT
 from passt_lib.study.rundir import ENV_FILE, METRICS_FILE, PARAMS_FILE
@@ -35,13 +36,6 @@ C2F_ORDER = ("none", "frame_shift", "pool", "patchify")
 MARKERS = {"none": "o", "time": "s", "frequency": "^", "structured": "D", "unstructured": "v",
            "frame_shift": "s", "pool": "D", "patchify": "^"}
 
-# Koutini et al. 2022, Table 1: the numbers the report and Table 1 replica quote.
-PAPER_TABLE1 = {  # preset: (mAP, train speed x AST, GB per sample, sequence length)
-    "ast": (0.459, 1.0, 2.33, 1212), "ast-n": (0.454, 3.4, 0.534, 498),
-    "passt-b": (0.462, 1.0, 2.33, 1190), "passt-u": (0.466, 1.9, 1.14, 790),
-    "passt-s": (0.471, 3.8, 0.513, 474), "passt-s-l": (0.459, 6.4, 0.311, 474),
-    "passt-s-n": (0.466, 8.0, 0.202, 254), "cnn14": (0.439, 5.7, 0.213, None),
-}
 
 
 # ----------------------------------------------------------------------------- loading

@@ -46,6 +46,7 @@ from typing import Any
 import yaml
 
 from passt_lib.atomic import atomic_write_json, read_json
+from passt_lib.configs import strict_keys
 from passt_lib.study.env import REPO_ROOT
 from passt_lib.study.notebook_params import notebook_parameters, resolve_params
 from passt_lib.study.rundir import FAILED_FILE, METRICS_FILE, config_hash, is_done, notebook_stem
@@ -140,9 +141,7 @@ def load_study(
     spec = yaml.safe_load(path.read_text())
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: a study is a YAML mapping, got {type(spec).__name__}")
-    unknown = set(spec) - STUDY_KEYS
-    if unknown:
-        raise ValueError(f"{path}: unknown study key(s) {sorted(unknown)}; expected {sorted(STUDY_KEYS)}")
+    strict_keys(sorted(STUDY_KEYS), spec, f"{path}: study")
     if "notebook" not in spec:
         raise ValueError(f"{path}: a study must name its 'notebook'")
     name = spec.get("name") or path.stem

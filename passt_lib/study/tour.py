@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from passt_lib.scales import preset_config
 from passt_lib.study import style
 
 TABLE_PRESETS = ("ast", "ast-n", "passt-b", "passt-u", "passt-s", "passt-s-14", "passt-s-n")
@@ -28,18 +29,7 @@ class Clip:
     mel: torch.Tensor  # (F_in, T_in), eval-mode front-end
     mel_config: object  # passt_lib.frontend.MelConfig
     model_config: object  # passt_lib.model.PaSSTConfig at the scale
-
-
-def model_config_at(preset: str, scale: str):
-    """The preset's PaSSTConfig at ``scale`` (input size, width and patchout rescaled)."""
-    from passt_lib.model import PaSSTConfig
-    from passt_lib.scales import get_scale, model_overrides
-
-    s = get_scale(scale)
-    base = PaSSTConfig.preset(preset)
-    over = model_overrides(base, s)
-    depth = {} if s.depth is None else {"depth": s.depth}
-    return PaSSTConfig.preset(preset, width=s.width, **depth, **over)
+    scale: str
 
 
 def load_clip(scale: str = "embedded", preset: str = "passt-s", index: int = 0,
@@ -56,13 +46,13 @@ def load_clip(scale: str = "embedded", preset: str = "passt-s", index: int = 0,
     names = pd.read_csv(data.class_csv)["display_name"].tolist() if data.class_csv else []
     idx = torch.nonzero(torch.as_tensor(target) > 0).flatten().tolist()
     tags = [names[i] if i < len(names) else str(i) for i in idx]
-    cfg = model_config_at(preset, scale)
+    cfg = preset_config(preset, scale)
     mel_config = MelConfig(n_mels=cfg.input_fdim)
     fe = MelFrontend(mel_config).eval()
     with torch.no_grad():
         mel = fe(wave[None])[0]  # (F_in, T_in)
     mel = mel[:, : cfg.input_tdim]
-    return Clip(wave, data.sample_rate, str(name), tags, mel, mel_config, cfg)
+    return Clip(wave, data.sample_rate, str(name), tags, mel, mel_config, cfg, scale)
 
 
 def _show_mel(ax, mel: torch.Tensor, hop_s: float, title: str = "") -> None:
@@ -101,38 +91,34 @@ def plot_patch_grid(clip: Clip):
 
     c = clip.model_config
     f, t = c.grid
+    pf, pt = c.patch_size
     fig, ax = style.figure("page", 2.6)
     _show_mel(ax, clip.mel, clip.mel_config.hop_length / clip.sample_rate,
-              f"{f} x {t} = {f * t} patches of {c.patch_size}x{c.patch_size}, "
+              f"{f} x {t} = {f * t} patches of {pf}x{pt}, "
               f"stride ({c.fstride}, {c.tstride}): neighbours overlap")
     fo, to = _patch_origins(c)
     for y in fo:
         for x in to:
-            ax.add_patch(Rectangle((x, y), c.patch_size, c.patch_size, fill=False, lw=0.3,
+            ax.add_patch(Rectangle((x, y), pt, pf, fill=False, lw=0.3,
                                    ec="white", alpha=0.35))
     for k, color in ((0, "#56B4E9"), (1, "#E69F00")):
-        ax.add_patch(Rectangle((to[k + 2], fo[1]), c.patch_size, c.patch_size, fill=False,
+        ax.add_patch(Rectangle((to[k + 2], fo[1]), pt, pf, fill=False,
                                lw=1.5, ec=color))
     return fig
 
 
-def patchout_masks(config, seed: int = 0, kind: str = "structured") -> np.ndarray:
-    """(F, T) bool mask of the patches KEPT by one training draw of the model's patchout."""
-    from passt_lib.patchout import keep_indices
+def patchout_masks(config, seed: int = 0) -> np.ndarray:
+    """(F, T) bool mask of the patches KEPT by one training draw of ``config``'s patchout,
+    drawn by the module the model trains with (``PaSST.patchout``), from ``seed``."""
+    from passt_lib.patchout import Patchout
 
     f, t = config.grid
-    g = torch.Generator().manual_seed(seed)
-    keep = np.zeros((f, t), dtype=bool)
-    if kind == "structured":
-        kt = keep_indices(t, t - config.s_patchout_t, generator=g).numpy()
-        kf = keep_indices(f, f - config.s_patchout_f, generator=g).numpy()
-        keep[np.ix_(kf, kt)] = True
-    elif kind == "unstructured":
-        n_drop = config.u_patchout
-        keep.flat[keep_indices(f * t, f * t - n_drop, generator=g).numpy()] = True
-    else:
-        raise ValueError(f"kind must be 'structured' or 'unstructured', got {kind!r}")
-    return keep
+    po = Patchout(**config.patchout_amounts, mode=config.patchout_mode).train()
+    po.generator = torch.Generator().manual_seed(seed)
+    keep = np.zeros(f * t, dtype=bool)
+    idx = po.indices(f, t, batch_size=1)  # kept positions of the flattened (F * T) grid
+    keep[np.arange(f * t) if idx is None else idx.reshape(-1).numpy()] = True
+    return keep.reshape(f, t)
 
 
 def plot_patchout(clip: Clip, seed: int = 0):
@@ -140,11 +126,11 @@ def plot_patchout(clip: Clip, seed: int = 0):
     from matplotlib.patches import Rectangle
 
     s = clip.model_config
-    u = model_config_at("passt-u", "paper" if s.input_tdim == 998 else _scale_of(s))
+    u = preset_config("passt-u", clip.scale)
     fig, axes = style.figure("page", 4.2, nrows=2)
     hop_s = clip.mel_config.hop_length / clip.sample_rate
     for ax, cfg, kind in ((axes[0], s, "structured"), (axes[1], u, "unstructured")):
-        keep = patchout_masks(cfg, seed, kind)
+        keep = patchout_masks(cfg, seed)
         f, t = cfg.grid
         what = (f"drop {cfg.s_patchout_t} of {t} time columns and {cfg.s_patchout_f} of {f} "
                 f"frequency rows" if kind == "structured"
@@ -161,28 +147,17 @@ def plot_patchout(clip: Clip, seed: int = 0):
     return fig
 
 
-def _scale_of(config) -> str:
-    from passt_lib.scales import SCALES
-
-    for name, s in SCALES.items():
-        if s.n_mels == config.input_fdim and s.input_tdim == config.input_tdim:
-            return name
-    raise ValueError(f"no scale has {config.input_fdim} mel bins x {config.input_tdim} frames")
-
-
 def token_table(scale: str = "embedded", presets: tuple[str, ...] = TABLE_PRESETS) -> pd.DataFrame:
     """Patch grid and sequence length (training / inference, + 2 special tokens) per preset."""
-    from passt_lib.compression import n_tokens
-
     rows = []
     for name in presets:
         for sc in dict.fromkeys(("paper", scale)):
-            c = model_config_at(name, sc)
+            c = preset_config(name, sc)
             f, t = c.grid
             rows.append({"preset": name, "scale": sc, "stride": f"{c.fstride}x{c.tstride}",
                          "grid": f"{f}x{t}", "patches": f * t,
                          "patchout (t, f, u)": f"{c.s_patchout_t}, {c.s_patchout_f}, {c.u_patchout}",
-                         "train tokens": n_tokens(c, True), "eval tokens": n_tokens(c, False)})
+                         "train tokens": c.n_tokens(True), "eval tokens": c.n_tokens(False)})
     return pd.DataFrame(rows)
 
 

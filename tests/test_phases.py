@@ -1,6 +1,6 @@
 import pytest
 
-from passt_lib.schedule import Phase, format_schedule, parse_schedule, total_epochs
+from passt_lib.phases import Phase, format_schedule, parse_schedule, total_epochs
 
 
 def test_compact_string_parses_to_phases():
@@ -125,7 +125,7 @@ def test_phases_in_steps():
 
 
 def test_standard_schedules():
-    from passt_lib.schedule import standard_schedule
+    from passt_lib.phases import standard_schedule
 
     assert standard_schedule("pool", "2-phase", 6) == "pool:4x3,full:3"
     assert standard_schedule("frame_shift", "3-phase", 6) == \

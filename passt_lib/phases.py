@@ -1,10 +1,13 @@
-"""Coarse-to-fine phase schedules, as configuration.
+"""Coarse-to-fine phases: the schedule of resolutions a run trains at, as configuration.
 
-A schedule is a list of :class:`Phase`: train ``epochs`` epochs (or ``steps``
+(The learning-rate schedule within and across phases lives in ``passt_lib.lr``.)
+
+A phase schedule is a list of :class:`Phase`: train ``epochs`` epochs (or ``steps``
 optimiser steps) on inputs compressed in time by ``factor`` with ``method``, then
 move on to the next phase (the weights are carried over by
-:func:`passt_lib.compression.enter_phase`). The last phase is always full resolution (Feng et al. 2024, "From Coarse to
-Fine"): a model that ends coarse has never seen the input it is evaluated on.
+:func:`passt_lib.compression.enter_phase`). The last phase is always full resolution
+(Feng et al. 2024, "From Coarse to Fine"): a model that ends coarse has never seen the
+input it is evaluated on.
 
 Two spellings, both accepted by :func:`parse_schedule`:
 
@@ -31,9 +34,10 @@ of its output gives the same phases.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from passt_lib.configs import from_dict_strict
 
 METHODS = ("full", "frame_shift", "pool", "patchify")
 POOL_MODES = ("avg", "max")
@@ -165,11 +169,7 @@ def _parse_entry(entry: str) -> Phase:
 
 
 def _from_mapping(d: Mapping) -> Phase:
-    known = {f.name for f in dataclasses.fields(Phase)}
-    unknown = set(d) - known
-    if unknown:
-        raise ValueError(f"unknown phase keys {sorted(unknown)}; expected a subset of {sorted(known)}")
-    return Phase(**d)
+    return from_dict_strict(Phase, d, "phase")
 
 
 def parse_schedule(spec: str | Sequence[Phase | Mapping] | None, *, epochs: int | None = None
