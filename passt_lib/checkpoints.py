@@ -19,6 +19,7 @@ import dataclasses
 import io
 import math
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,7 +44,33 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """A training state written by :func:`save_checkpoint` (our own file: full unpickling)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+    state = torch_load(path, weights_only=False)
+    if not isinstance(state, Mapping) or "model" not in state:
+        raise ValueError(f"{os.fspath(path)} is a PyTorch file but not a training checkpoint "
+                         f"of passt-study (no 'model' entry)")
+    return dict(state)
+
+
+def torch_load(path: str | os.PathLike, *, weights_only: bool = True):
+    """``torch.load`` onto the CPU; a missing, truncated or foreign file is an error naming it."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint {path!r} is a folder; give the .pt / .ckpt file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):
+            raise ValueError(f"checkpoint {path!r} holds Python objects besides tensors, which "
+                             f"are not loaded from files for safety; save its state_dict() and "
+                             f"load that") from exc
+        raise ValueError(f"cannot read checkpoint {path!r}: the file is truncated or not a "
+                         f"PyTorch checkpoint ({' '.join(str(exc).split())[:120]})") from exc
+    except (RuntimeError, EOFError, KeyError, ValueError) as exc:
+        raise ValueError(f"cannot read checkpoint {path!r}: the file is truncated or not a "
+                         f"PyTorch checkpoint ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:120]})") from exc
 
 
 def _check_keys(got: set[str], expected: set[str], what: str, allow_missing: set[str] = frozenset()):
@@ -55,9 +82,7 @@ def _check_keys(got: set[str], expected: set[str], what: str, allow_missing: set
 
 def _read(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if isinstance(source, (str, os.PathLike)):
-        if not os.path.exists(source):
-            raise FileNotFoundError(f"checkpoint {os.fspath(source)!r} does not exist")
-        source = torch.load(source, map_location="cpu", weights_only=True)
+        source = torch_load(source, weights_only=True)
     if not isinstance(source, Mapping):
         raise ValueError(f"expected a state dict or a path, got {type(source).__name__}")
     for wrapper in ("state_dict", "model"):  # Lightning / DeiT checkpoint wrappers

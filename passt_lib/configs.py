@@ -8,7 +8,10 @@ these three functions, so that a typo such as ``lrr=1e-3`` never passes silently
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -40,3 +43,29 @@ def replace_strict(obj: T, **changes) -> T:
     """``dataclasses.replace`` with unknown keys rejected by name."""
     strict_keys(obj, changes)
     return dataclasses.replace(obj, **changes)
+
+
+def read_structured_file(path: str | os.PathLike) -> Any:
+    """The contents of a YAML (.yaml/.yml) or JSON (.json) file; a syntax error names the
+    file and the line."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"{path}{where}: YAML syntax error: {problem}") from None
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}, line {exc.lineno}, column {exc.colno}: JSON syntax "
+                             f"error: {exc.msg}") from None
+    raise ValueError(f"{path} must end in .yaml, .yml or .json")

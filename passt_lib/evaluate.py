@@ -15,13 +15,16 @@ import torch.nn as nn
 
 from passt_lib import metrics as M
 from passt_lib.data.pipeline import Split, iterate_batches
+from passt_lib.frontend import check_finite
 from passt_lib.precision import autocast
 
 
 @torch.no_grad()
 def predict(model: nn.Module, mels: torch.Tensor, transform: Callable, batch_size: int,
             precision: str, device: torch.device) -> torch.Tensor:
-    """Logits (N, C) in fp32 on the CPU for precomputed mels (N, F, T)."""
+    """Logits (N, C) in fp32 on the CPU for precomputed mels (N, F, T); NaN or infinite
+    values are an error naming the clips."""
+    check_finite(mels)
     model.eval()
     out = []
     for i in range(0, len(mels), batch_size):

@@ -41,6 +41,8 @@ resamples files.
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,6 +267,41 @@ def min_samples(config: MelConfig) -> int:
     return need + extra
 
 
+# ---------------------------------------------------------------- input checks
+
+# A float waveform peaks near 1; int16 PCM cast to float without scaling peaks in the
+# thousands. Our own gain augmentation reaches about 2.2, so the warning starts well above.
+PEAK_WARNING = 8.0
+_warned_peak = False
+
+
+def check_finite(x: torch.Tensor, what: str = "mel spectrogram", unit: str = "values") -> float:
+    """Raise ValueError naming the NaN / infinite entries of ``x`` (B, ...); return max |x|.
+
+    One reduction and one host sync: for input a user gives (waveforms, spectrograms to
+    predict), not inside ``forward`` or the training step.
+    """
+    peak = float(x.detach().abs().amax()) if x.numel() else 0.0
+    if math.isfinite(peak):
+        return peak
+    bad = ~torch.isfinite(x.detach())
+    rows = bad.flatten(1).any(dim=1).nonzero().flatten().tolist()
+    raise ValueError(f"{what} contains {int(torch.isnan(x).sum())} NaN and "
+                     f"{int(torch.isinf(x).sum())} infinite {unit} (batch items {rows[:10]}); "
+                     f"clean or drop these clips")
+
+
+def warn_loud_waveform(peak: float) -> None:
+    """Warn once per process about a waveform far outside [-1, 1]."""
+    global _warned_peak
+    if not _warned_peak:
+        _warned_peak = True
+        warnings.warn(
+            f"waveform peak {peak:.4g} is far above 1: audio is expected as floats in [-1, 1]; "
+            f"int16 PCM cast to float needs scaling (wave / 32768), or load files with "
+            f"passt_lib.frontend.load_audio", stacklevel=3)
+
+
 # ---------------------------------------------------------------- module
 
 
@@ -324,16 +361,10 @@ class MelFrontend(nn.Module):
             raise ValueError(
                 f"waveform of {wave.shape[1]} samples is too short: the front-end needs at "
                 f"least {min_samples(c)} samples (n_fft={c.n_fft})")
-        # One cheap reduction; the detailed count runs only when the sum is not finite
-        # (a sum of huge finite values can overflow, hence the second check).
-        if c.check_finite and not bool(torch.isfinite(wave.sum())) and not bool(
-                torch.isfinite(wave).all()):
-            n_nan = int(torch.isnan(wave).sum())
-            n_inf = int(torch.isinf(wave).sum())
-            bad_rows = (~torch.isfinite(wave)).any(dim=1).nonzero().flatten().tolist()
-            raise ValueError(
-                f"waveform contains {n_nan} NaN and {n_inf} infinite samples "
-                f"(batch items {bad_rows[:10]}); clean or drop these clips")
+        if c.check_finite:
+            peak = check_finite(wave, "waveform", "samples")
+            if peak > PEAK_WARNING:
+                warn_loud_waveform(peak)
 
     def forward(self, wave: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         self.check_input(wave, sample_rate)

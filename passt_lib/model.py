@@ -111,6 +111,11 @@ class PaSSTConfig:
         if self.patchout_mode not in PATCHOUT_MODES:
             raise ValueError(
                 f"unknown patchout_mode {self.patchout_mode!r}; expected one of {PATCHOUT_MODES}")
+        if self.fstride > self.patch_size[0] or self.tstride > self.patch_size[1]:
+            raise ValueError(
+                f"stride ({self.fstride}, {self.tstride}) is larger than the patch "
+                f"{self.patch_size}: input between patches would be seen by no patch; use "
+                f"strides no larger than the patch")
         if self.embed_dim % self.num_heads:
             raise ValueError(
                 f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
@@ -339,12 +344,21 @@ class PaSST(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------
     def _check_input(self, mel: torch.Tensor) -> torch.Tensor:
+        """Shape and dtype checks of the input (no look at its values: no host sync)."""
+        if not isinstance(mel, torch.Tensor) or not mel.is_floating_point():
+            raise ValueError(f"expected a floating-point mel spectrogram tensor, got "
+                             f"{getattr(mel, 'dtype', type(mel).__name__)}")
+        if mel.dtype == torch.float64:
+            mel = mel.float()  # the weights are float32 (or cast by autocast)
         if mel.dim() == 3:
             mel = mel.unsqueeze(1)  # (B, F_in, T_in) -> (B, 1, F_in, T_in)
         if mel.dim() != 4 or mel.shape[1] != 1:
             raise ValueError(
                 f"expected a mel spectrogram (B, 1, F, T) or (B, F, T), got shape {tuple(mel.shape)}")
         c = self.config
+        if mel.shape[3] < c.patch_size[1]:
+            raise ValueError(f"got {mel.shape[3]} frames, fewer than one patch: the model needs "
+                             f"at least {c.patch_size[1]} frames")
         if mel.shape[2] != c.input_fdim:
             raise ValueError(
                 f"got {mel.shape[2]} mel bins but the model expects {c.input_fdim} "
@@ -438,13 +452,17 @@ class PaSST(nn.Module):
             self.train(was_training)
 
     def _predict_long(self, mel, hop_frames, pad_value, batch_size, frame_seconds):
+        from passt_lib.frontend import check_finite
+
         if mel.dim() == 3:
             mel = mel.unsqueeze(1)  # (B, F_in, T_in) -> (B, 1, F_in, T_in)
         self._check_input(mel[..., : self.config.input_tdim])
+        check_finite(mel)  # user input: its values are checked here, never in forward
         window = self.config.input_tdim
         hop = window // 4 if hop_frames is None else hop_frames
-        if hop < 1:
-            raise ValueError(f"hop_frames must be >= 1, got {hop}")
+        if not 1 <= hop <= window:
+            raise ValueError(f"hop_frames must be in [1, {window}] (the window): a hop longer "
+                             f"than the window leaves frames in no window; got {hop}")
         b, _, f, t_in = mel.shape
         c = self.config
         if n_patches(t_in, c.patch_size[1], c.tstride) <= self.grid[1]:  # one window holds it all

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from passt_lib.configs import field_names, from_dict_strict, strict_keys
+from passt_lib.configs import field_names, from_dict_strict, read_structured_file, strict_keys
 from passt_lib.data.config import DataConfig
 from passt_lib.precision import PRECISIONS
 from passt_lib.scales import get_scale
@@ -265,15 +265,7 @@ def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no config file {path}")
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        d = yaml.safe_load(text) or {}
-    elif path.suffix == ".json":
-        d = json.loads(text)
-    else:
-        raise ValueError(f"config file {path} must end in .yaml, .yml or .json")
+    d = read_structured_file(path) or {}
     if not isinstance(d, dict):
         raise ValueError(f"config file {path} must hold a mapping of TrainConfig keys")
     return d

@@ -235,9 +235,7 @@ def test_cli_trains_from_a_config_file(tiny_data, tmp_path, capsys):
 
 
 def test_front_end_takes_the_scale_masks_and_overrides(tiny_data):
-    from passt_lib.scales import get_scale
-
-    from passt_lib.scales import build_model
+    from passt_lib.scales import build_model, get_scale
 
     cfg = T.TrainConfig.for_scale("passt-s", "smoke", data=tiny_data)
     model = build_model(cfg.model, cfg.scale, 4)

@@ -296,6 +296,9 @@ def run(args) -> tuple[dict, dict[str, str]]:
         train_path, eval_path = args.data, args.eval_data or args.data
     with tempfile.TemporaryDirectory() as tmp:
         config = train_config(args, train_path, eval_path, tmp)
+        from passt_lib.data import make_datasets
+
+        make_datasets(config.data)  # a bad data file fails here, before any measurement
         common.log("loader only")
         loader = measure_loader(config)
         common.log("device only")

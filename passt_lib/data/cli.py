@@ -28,7 +28,14 @@ def _info(path: str) -> str:
     if not p.is_file():
         raise FileNotFoundError(f"{path!r} does not exist; build the embedded dataset with "
                                 "`passt-study data build`")
+    if not h5py.is_hdf5(p):
+        raise ValueError(f"{path} is not an HDF5 file; `data info` describes the PaSST / PANNs "
+                         f"HDF5 layouts and embedded dataset folders")
     with h5py.File(p, "r") as f:
+        missing = [k for k in ("audio_name", "target") if k not in f]
+        if missing:
+            raise ValueError(f"{path} is HDF5 but not in the PaSST or PANNs layout: missing "
+                             f"{missing} (found {sorted(f)})")
         lines = [f"{p}: {len(f['audio_name'])} clips, datasets {sorted(f)}"]
         t = f["target"][()]
         if "mp3" in f:

@@ -63,9 +63,30 @@ HOW_TO_GET = (
 
 def require_file(path: str | Path, what: str = "data file") -> Path:
     p = Path(path)
+    if p.is_dir():
+        inside = sorted(q.name for q in p.glob("*.csv"))[:5]
+        hint = (f" (CSV files in it: {', '.join(inside)})" if inside and "CSV" in what else "")
+        raise ValueError(f"{what} {str(p)!r} is a folder, not a file{hint}; give the file's "
+                         f"path")
     if not p.is_file():
         raise FileNotFoundError(f"{what} {str(p)!r} does not exist; {HOW_TO_GET}")
     return p
+
+
+def read_label_csv(path: str | Path, label_column: str = "labels") -> list[dict]:
+    """The rows of a folder-format labels CSV (header ``filename,labels``), checked."""
+    p = require_file(path, "label CSV")
+    with open(p, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        header = reader.fieldnames or []
+    if "filename" not in header or label_column not in header:
+        raise ValueError(f"label CSV {str(p)!r} needs a header with columns 'filename' and "
+                         f"{label_column!r} (labels separated by ';'); found {header}")
+    if not rows:
+        raise ValueError(f"label CSV {str(p)!r} has a header but no rows: add one row per "
+                         f"audio file, e.g. clips/dog.wav,Dog;Bark")
+    return rows
 
 
 def read_class_csv(path: str | Path) -> list[tuple[int, str, str]]:
@@ -97,6 +118,29 @@ def resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
 
 def to_mono(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1) if x.ndim == 2 else x
+
+
+# An mp3 decoder may legitimately deliver up to one frame (1,152 samples) less than the
+# length in the stream's header; a stream short by more was cut.
+TRUNCATION_TOLERANCE = 1152
+
+
+def read_audio(source) -> tuple[np.ndarray, int]:
+    """(float32 samples (S,) or (S, channels), sample rate) of an audio file or file-like
+    object that libsndfile reads (wav, flac, ogg, mp3, ...).
+
+    A stream that decodes to fewer samples than its own header announces is truncated: that
+    raises ValueError. (Clips that are simply shorter than the clip length are not: they are
+    zero-padded, as the reference does; only a length the file itself contradicts is an error.)
+    """
+    with sf.SoundFile(source) as f:
+        announced = f.frames
+        x = f.read(dtype="float32")
+        sr = f.samplerate
+    if len(x) < announced - TRUNCATION_TOLERANCE:
+        raise ValueError(f"truncated audio: decodes to {len(x)} samples but its header "
+                         f"announces {announced} ({len(x) / max(announced, 1):.0%})")
+    return x, sr
 
 
 def write_decoded_cache(path: Path, arr: np.ndarray) -> None:
@@ -300,6 +344,10 @@ class _HDF5Dataset(AudioDataset):
         super().__init__(path, **kw)
         self._h5 = None
         self._pid = None
+        if not h5py.is_hdf5(self.path):
+            raise ValueError(f"{self.path} is not an HDF5 file; the {self.LAYOUT[0]} layout "
+                             f"is an HDF5 file with datasets {list(self.LAYOUT[1])} (for "
+                             f"audio files listed in a CSV use format 'folder')")
         with h5py.File(self.path, "r") as f:
             self._check_layout(f)
             self._len = len(f["audio_name"])
@@ -321,8 +369,20 @@ class _HDF5Dataset(AudioDataset):
         c = self.n_classes
         if t.ndim != 2:
             raise ValueError(f"{self.path}: 'target' must be 2-D (N, C); got shape {t.shape}")
+        if t.dtype == np.uint8 and not c:
+            raise ValueError(
+                f"{self.path}: 'target' is uint8, the PaSST layout's packed bits ({t.shape[1]} "
+                f"bytes = up to {8 * t.shape[1]} classes): set n_classes to the number of classes "
+                f"they were packed from (527 for AudioSet), or give a class CSV")
         if t.dtype == np.uint8 and c and t.shape[1] == (c + 7) // 8 and t.shape[1] != c:
-            return np.unpackbits(t, axis=1, count=c).astype(np.float32)  # packed bits
+            bits = np.unpackbits(t, axis=1)  # (N, 8 * bytes)
+            extra = np.flatnonzero(bits[:, c:].any(axis=0))
+            if len(extra):
+                raise ValueError(
+                    f"{self.path}: 'target' has labels at class indices up to {c + extra[-1]} "
+                    f"but the config says n_classes={c}: the file was packed from at least "
+                    f"{c + extra[-1] + 1} classes; set n_classes to that number")
+            return bits[:, :c].astype(np.float32)  # packed bits
         if c and t.shape[1] != c:
             raise ValueError(f"{self.path}: 'target' has {t.shape[1]} columns but the config "
                              f"has {c} classes (packed targets need {(c + 7) // 8} bytes)")
@@ -358,8 +418,7 @@ class PasstHDF5Dataset(_HDF5Dataset):
         return np.asarray(self.h5["mp3"][i], dtype=np.uint8).tobytes()
 
     def _read(self, i: int):
-        x, sr = sf.read(io.BytesIO(self.raw_bytes(i)), dtype="float32")
-        return x, sr
+        return read_audio(io.BytesIO(self.raw_bytes(i)))
 
 
 class PannsHDF5Dataset(_HDF5Dataset):
@@ -385,12 +444,8 @@ class FolderDataset(AudioDataset):
 
     def __init__(self, csv_path, *, classes: list[str] | None = None,
                  mids: list[str] | None = None, label_column: str = "labels", **kw):
-        p = require_file(csv_path, "label CSV")
-        with open(p, newline="") as f:
-            rows = list(csv.DictReader(f))
-        if rows and ("filename" not in rows[0] or label_column not in rows[0]):
-            raise ValueError(f"label CSV {str(p)!r} needs columns 'filename' and "
-                             f"{label_column!r}; found {list(rows[0])}")
+        p = Path(csv_path)
+        rows = read_label_csv(p, label_column)
         self.root = p.parent
         self.files = [r["filename"] for r in rows]
         labels = [[s.strip() for s in (r[label_column] or "").split(";") if s.strip()]
@@ -423,8 +478,7 @@ class FolderDataset(AudioDataset):
         return f if f.is_absolute() else self.root / f
 
     def _read(self, i: int):
-        x, sr = sf.read(str(self._file(i)), dtype="float32")
-        return x, sr
+        return read_audio(str(self._file(i)))
 
     def _error(self, i: int, exc: Exception) -> str:
         return f"{self.path} entry {i} ({self._file(i)}): {type(exc).__name__}: {exc}"
@@ -435,8 +489,7 @@ class FolderDataset(AudioDataset):
 
 def folder_classes(csv_path, label_column: str = "labels") -> list[str]:
     """Sorted unique label names in a folder-format CSV (when there is no class CSV)."""
-    with open(require_file(csv_path, "label CSV"), newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_label_csv(csv_path, label_column)
     return sorted({s.strip() for r in rows for s in (r.get(label_column) or "").split(";")
                    if s.strip()})
 

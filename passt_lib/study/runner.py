@@ -43,10 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from passt_lib.atomic import atomic_write_json, read_json
-from passt_lib.configs import strict_keys
+from passt_lib.configs import read_structured_file, strict_keys
+from passt_lib.errors import run_main
 from passt_lib.study.env import REPO_ROOT
 from passt_lib.study.notebook_params import notebook_parameters, resolve_params
 from passt_lib.study.rundir import FAILED_FILE, METRICS_FILE, config_hash, is_done, notebook_stem
@@ -138,7 +137,7 @@ def load_study(
 ) -> Study:
     """Read a study YAML and plan its runs; every parameter is validated here."""
     path = Path(path)
-    spec = yaml.safe_load(path.read_text())
+    spec = read_structured_file(path)
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: a study is a YAML mapping, got {type(spec).__name__}")
     strict_keys(sorted(STUDY_KEYS), spec, f"{path}: study")
@@ -406,16 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``passt-study run``: a bad study file is one line on stderr and exit status 2."""
+    return run_main("passt-study run", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     threads = args.threads
     if threads is None and args.workers > 1:
         threads = max(1, (os.cpu_count() or 1) // args.workers)
-    try:
-        study = load_study(args.study, scale=args.scale, results=args.results,
-                           kernel_name=args.kernel, execution_timeout=args.timeout, threads=threads)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"passt-study run: {e}", file=sys.stderr)
-        return 2
+    study = load_study(args.study, scale=args.scale, results=args.results,
+                       kernel_name=args.kernel, execution_timeout=args.timeout, threads=threads)
     if args.dry_run:
         todo, done, failed = plan(study, args.retry_failed)
         for spec in study.runs:
