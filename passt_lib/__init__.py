@@ -22,6 +22,8 @@ _EXPORTS = {
     "TrainConfig": "passt_lib.train_config",
     "train": "passt_lib.train",
     "get_scale": "passt_lib.scales",
+    "load_model": "passt_lib.inference",
+    "AudioTagger": "passt_lib.inference",
 }
 
 __all__ = sorted(_EXPORTS)

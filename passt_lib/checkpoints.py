@@ -29,6 +29,10 @@ import torch.nn.functional as F
 from passt_lib.atomic import atomic_write_bytes
 from passt_lib.model import PaSST, PaSSTConfig
 
+# Format of the checkpoints ``passt-study train`` writes: 2 = self-describing (model, front-end,
+# classes, task, commit: ``inference.describe``), with (frequency, time) patch sizes; 1 (no
+# "format" entry) = training state only, still resumable.
+CHECKPOINT_FORMAT = 2
 PREFIXES = ("net.", "net_swa.")
 # Present in reference checkpoints but unused by the reference's forward.
 IGNORED_REFERENCE_KEYS = ("head_dist.weight", "head_dist.bias")
@@ -109,7 +113,12 @@ def strip_prefixes(state_dict: Mapping[str, torch.Tensor], prefer: str = "net") 
 def infer_config(state_dict: Mapping[str, torch.Tensor], *, fstride: int, tstride: int,
                  input_tdim: int, input_fdim: int = 128, num_heads: int | None = None,
                  **overrides) -> PaSSTConfig:
-    """A PaSSTConfig matching the tensors of a reference-layout state dict."""
+    """A PaSSTConfig matching the tensors of a reference-layout state dict.
+
+    The reference sizes its encodings ``input // stride`` per axis, one more time position
+    than there are time patches at some strides (stride 12 at 998 frames: 83 for 82); such a
+    checkpoint loads with ``time_positions`` set and runs as the reference runs it.
+    """
     for key in ("cls_token", "patch_embed.proj.weight", "head.1.weight", "blocks.0.mlp.fc1.weight"):
         if key not in state_dict:
             raise ValueError(f"not a PaSST state dict: key {key!r} is missing; "
@@ -141,20 +150,26 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, fstride: int, tstrid
     else:
         f_ck = state_dict["freq_new_pos_embed"].shape[2]
         t_ck = state_dict["time_new_pos_embed"].shape[3]
-        if (f_ck, t_ck) != (f, t):
+        t_ref = input_tdim // tstride  # the reference's sizing
+        if f_ck != f or t_ck not in (t, t_ref) or t_ck < t:
             raise ValueError(
                 f"the checkpoint's encodings are for a {f_ck}x{t_ck} patch grid but "
-                f"{input_fdim}x{input_tdim} at stride ({fstride}, {tstride}) gives {f}x{t}; "
-                "pass the fstride/tstride/input_tdim it was trained with")
+                f"{input_fdim}x{input_tdim} at stride ({fstride}, {tstride}) gives {f}x{t} "
+                f"({input_fdim // fstride}x{t_ref} as the reference sizes them); pass the "
+                "fstride/tstride/input_tdim it was trained with, or arch= a released name "
+                "(passt_lib.released)")
+        if t_ck != t:
+            cfg = dataclasses.replace(cfg, time_positions=t_ck)
     return dataclasses.replace(cfg, **overrides) if overrides else cfg
 
 
 def load_reference_checkpoint(
     source: str | os.PathLike | Mapping[str, torch.Tensor],
+    arch: str | None = None,
     *,
-    fstride: int,
-    tstride: int,
-    input_tdim: int,
+    fstride: int | None = None,
+    tstride: int | None = None,
+    input_tdim: int | None = None,
     input_fdim: int = 128,
     prefer: str = "net",
     num_heads: int | None = None,
@@ -162,8 +177,21 @@ def load_reference_checkpoint(
 ) -> PaSST:
     """Build a PaSST from reference weights (a path or a state dict), loaded strictly.
 
-    ``overrides`` go to the config (e.g. patchout amounts for fine-tuning).
+    ``arch`` is a released architecture name (``passt_lib.released``, e.g.
+    "passt_s_p16_s12_128_ap470") giving the strides and the input size; without it give
+    ``fstride``, ``tstride`` and ``input_tdim``. Width, depth and classes come from the
+    tensors. ``overrides`` go to the config (e.g. patchout amounts for fine-tuning).
     """
+    if arch is not None:
+        from passt_lib.released import released
+
+        a = released(arch)
+        fstride, tstride, input_tdim, input_fdim = a.fstride, a.tstride, a.input_tdim, \
+            a.input_fdim
+    if None in (fstride, tstride, input_tdim):
+        raise ValueError("give arch= a released architecture name, or fstride, tstride and "
+                         f"input_tdim; got fstride={fstride}, tstride={tstride}, "
+                         f"input_tdim={input_tdim}")
     sd = strip_prefixes(_read(source), prefer=prefer)
     sd = {k: v for k, v in sd.items() if k not in IGNORED_REFERENCE_KEYS}
     cfg = infer_config(sd, fstride=fstride, tstride=tstride, input_tdim=input_tdim,
@@ -172,6 +200,58 @@ def load_reference_checkpoint(
     _check_keys(set(sd), set(model.state_dict()), "reference checkpoint does not fit PaSST")
     model.load_state_dict(sd)
     return model
+
+
+def initial_weights(model: torch.nn.Module, source: str | os.PathLike,
+                    arch: str | None = None) -> list[str]:
+    """Load the weights of ``source`` into ``model`` to fine-tune from them.
+
+    ``source`` is a checkpoint of ``passt-study train``, or with ``arch`` the authors'
+    released weights of that architecture (``passt_lib.released``). Where the two models'
+    inputs differ, the time encoding is resampled and the patch embedding resized
+    (``compression.transfer_state_dict``, as between coarse-to-fine phases); where their
+    classes differ, the head is left as initialised. Any other difference (width, depth,
+    frequency bins) is an error naming the tensors. Returns what was adapted.
+    """
+    if arch is not None:
+        src = load_reference_checkpoint(source, arch)
+        sd, src_config = src.state_dict(), src.config
+    else:
+        state = load_checkpoint(source)
+        sd, src_config = state["model"], state.get("model_config")
+        if src_config is not None and "pos_embed" in src_config:
+            src_config = PaSSTConfig(**src_config)
+    notes = []
+    if isinstance(src_config, PaSSTConfig) and isinstance(getattr(model, "config", None),
+                                                          PaSSTConfig):
+        from passt_lib.compression import transfer_state_dict
+
+        if src_config.pos_grid != model.config.pos_grid:
+            notes.append(f"encodings resampled from {src_config.pos_grid} to "
+                         f"{model.config.pos_grid} positions")
+        sd = transfer_state_dict(sd, src_config, model.config)
+    target = model.state_dict()
+    n_src, n_dst = _n_outputs(sd), model.n_classes
+    head = [k for k in sd if k in target and sd[k].shape != target[k].shape
+            and sd[k].shape[:1] == (n_src,) and target[k].shape[:1] == (n_dst,)
+            and sd[k].shape[1:] == target[k].shape[1:]]
+    if head:
+        notes.append(f"head replaced: {n_src} -> {n_dst} classes ({', '.join(head)})")
+    sd = {k: v for k, v in sd.items() if k not in head}
+    bad = [f"{k} {tuple(v.shape)} vs {tuple(target[k].shape)}" for k, v in sd.items()
+           if k in target and v.shape != target[k].shape]
+    if bad:
+        raise ValueError(f"cannot start from {os.fspath(source)}: its tensors do not fit the "
+                         f"model ({'; '.join(bad[:5])}); fine-tuning keeps the width and depth")
+    _check_keys(set(sd) | set(head), set(target), f"weights in {os.fspath(source)}")
+    model.load_state_dict(sd, strict=False)
+    return notes
+
+
+def _n_outputs(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """The class count of a state dict: the rows of its last 2-D weight (the classifier)."""
+    weights = [v for k, v in state_dict.items() if k.endswith("weight") and v.dim() == 2]
+    return int(weights[-1].shape[0])
 
 
 def convert_deit_state_dict(state_dict: Mapping[str, torch.Tensor], config: PaSSTConfig) -> dict:

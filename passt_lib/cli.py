@@ -17,6 +17,7 @@ from passt_lib.errors import DEBUG_ENV, run_main
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("passt_lib.data.cli", "build the embedded dataset or inspect HDF5 / folder datasets"),
     "train": ("passt_lib.train", "train one model (a preset at a scale) without a notebook"),
+    "predict": ("passt_lib.predict", "tag audio files with a trained model or released weights"),
     "bench": ("passt_lib.bench", "speed and memory benchmarks: reference, table, scaling, coarse-to-fine"),
     "run": ("passt_lib.study.runner", "run a study YAML: one papermill notebook per parameter set"),
     "study": ("passt_lib.study.all", "run every study at the embedded scale, then the figures"),

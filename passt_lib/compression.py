@@ -281,7 +281,7 @@ def transfer_state_dict(state_dict: Mapping[str, torch.Tensor], old_config: PaSS
         raise ValueError(
             f"cannot transfer between pos_embed={old_config.pos_embed!r} and "
             f"{new_config.pos_embed!r}")
-    (f0, t0), (f1, t1) = old_config.grid, new_config.grid
+    (f0, t0), (f1, t1) = old_config.pos_grid, new_config.pos_grid
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if key == "time_new_pos_embed":

@@ -23,7 +23,6 @@ State-dict keys follow the reference layout (``patch_embed.proj``,
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import torch
@@ -97,6 +96,11 @@ class PaSSTConfig:
     drop_path_rate: float = 0.0
     # Blocks of a ``depth``-deep model that are kept (PaSST-L); None keeps all.
     block_selection: tuple[int, ...] | None = None
+    # Time positions of the disentangled time encoding; None: one per time patch of
+    # ``input_tdim``. The authors' checkpoints size it as ``input_tdim // tstride``, one more
+    # than the patches at some strides (stride 12: 83 for 82); the model then uses the first
+    # positions (a random window of them in training), as the reference does.
+    time_positions: int | None = None
 
     def __post_init__(self) -> None:
         patch = self.patch_size
@@ -123,6 +127,11 @@ class PaSSTConfig:
             raise ValueError(f"need depth >= 1 and n_classes >= 1, got {self.depth}, {self.n_classes}")
         check_amounts(self.grid, self.s_patchout_t, self.s_patchout_f, self.u_patchout,
                       where=f"{self.input_fdim} x {self.input_tdim} input gives")
+        if self.time_positions is not None and (
+                self.time_positions < self.grid[1] or self.pos_embed != "disentangled"):
+            raise ValueError(f"time_positions={self.time_positions} needs the disentangled "
+                             f"encoding and at least the {self.grid[1]} time patches of "
+                             f"{self.input_tdim} frames")
         if self.block_selection is not None:
             sel = tuple(self.block_selection)
             if not sel or list(sel) != sorted(set(sel)) or sel[0] < 0 or sel[-1] >= self.depth:
@@ -135,6 +144,12 @@ class PaSSTConfig:
         """(F, T) patch grid of the trained input size."""
         return patch_grid(self.input_fdim, self.input_tdim, self.patch_size,
                           (self.fstride, self.tstride))
+
+    @property
+    def pos_grid(self) -> tuple[int, int]:
+        """(F, T) positions of the encodings: the patch grid, or ``time_positions`` in time."""
+        f, t = self.grid
+        return f, self.time_positions or t
 
     @property
     def patchout_amounts(self) -> dict[str, int]:
@@ -281,7 +296,7 @@ class PaSST(nn.Module):
             config = replace_strict(config, **overrides)
         self.config = c = config
         d = c.embed_dim
-        f, t = c.grid
+        f, t = c.pos_grid
         self.n_classes = c.n_classes
         self.patch_embed = PatchEmbed(c.patch_size, (c.fstride, c.tstride), d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
@@ -365,20 +380,23 @@ class PaSST(nn.Module):
                 f"(a grid of {self.grid[0]} frequency patches); compute the mel spectrogram with "
                 f"n_mels={c.input_fdim}")
         t_in = mel.shape[3]
-        t_model = self.grid[1]
+        t_model = c.pos_grid[1]  # time patches the encoding covers
         if t_in > c.input_tdim and n_patches(t_in, c.patch_size[1], c.tstride) > t_model:
             # Frames past the model's last patch are never seen by the patch embedding
             # (10 s clips give 1000 frames; the 998-frame paper model takes both), so
-            # only input that would add time patches is refused.
+            # only input that would add time patches beyond the encoding is refused.
             raise ValueError(
                 f"got {t_in} frames ({n_patches(t_in, c.patch_size[1], c.tstride)} time patches) "
-                f"but the model was built for at most {c.input_tdim} ({t_model} time patches); "
-                "use model.predict_long(mel, hop_frames=...) for longer input")
+                f"but the model's time encoding covers {t_model} time patches ({c.input_tdim} "
+                "frames); use model.predict_long(mel, hop_frames=...) for longer input")
         return mel
 
     def _token_pos_embed(self, t: int) -> torch.Tensor:
-        """Positional encoding of the flattened (F, t) grid, token-major: (1, F * t, D)."""
-        f, t_full = self.grid
+        """Positional encoding of the flattened (F, t) grid, token-major: (1, F * t, D).
+
+        ``t`` time patches use the first ``t`` time positions, or in training a random window
+        of them (input shorter than the model's, or ``time_positions`` beyond the grid)."""
+        f, t_full = self.config.pos_grid
         start = 0
         if t < t_full and self.training:
             start = int(torch.randint(0, t_full - t + 1, (1,), generator=self.patchout.generator))
@@ -463,25 +481,15 @@ class PaSST(nn.Module):
         if not 1 <= hop <= window:
             raise ValueError(f"hop_frames must be in [1, {window}] (the window): a hop longer "
                              f"than the window leaves frames in no window; got {hop}")
-        b, _, f, t_in = mel.shape
+        from passt_lib.inference import slide_windows
+
+        b, t_in = mel.shape[0], mel.shape[3]
         c = self.config
-        if n_patches(t_in, c.patch_size[1], c.tstride) <= self.grid[1]:  # one window holds it all
-            n_win, padded = 1, mel
-            window = t_in
-        else:
-            n_win = math.ceil((t_in - window) / hop) + 1
-            pad = (n_win - 1) * hop + window - t_in
-            if pad:
-                fill = (mel.amin(dim=(1, 2, 3), keepdim=True) if pad_value is None
-                        else torch.full((b, 1, 1, 1), pad_value, dtype=mel.dtype, device=mel.device))
-                mel = torch.cat([mel, fill.expand(b, 1, f, pad)], dim=3)  # (B, 1, F, T')
-            padded = mel
-        windows = padded.unfold(3, window, hop)  # (B, 1, F, W, window)
-        windows = windows.permute(0, 3, 1, 2, 4).reshape(b * n_win, 1, f, window)  # (B*W, 1, F, t)
+        # one window holds it all when the input adds no time patch beyond the model's
+        fits = n_patches(t_in, c.patch_size[1], c.tstride) <= c.pos_grid[1]
+        windows, starts, ends = slide_windows(mel, t_in if fits else window, hop, pad_value)
         logits = torch.cat([self(chunk) for chunk in windows.split(batch_size)])  # (B*W, C)
-        logits = logits.view(b, n_win, -1)  # (B, W, C)
-        starts = torch.arange(n_win) * hop
-        ends = (starts + window).clamp(max=t_in)
+        logits = logits.view(b, len(starts), -1)  # (B, W, C)
         mc = self.mel_config
         sec = mc.hop_length / mc.sample_rate if frame_seconds is None else frame_seconds
         return LongPrediction(logits, starts, ends, starts * sec, ends * sec, logits.mean(dim=1))

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from passt_lib import metrics as M
 from passt_lib.atomic import atomic_write_text
-from passt_lib.checkpoints import load_checkpoint, save_checkpoint
+from passt_lib.checkpoints import initial_weights, load_checkpoint, save_checkpoint
 from passt_lib.compression import enter_phase
 from passt_lib.data.augment import augment_batch, soft_targets, spec_mixup
 from passt_lib.data.config import DataConfig
@@ -172,6 +172,7 @@ class Run:
     out_dir: Path
     bar: object
     t_start: float
+    labels: tuple = (None, None)  # (class names, mids) when the data names its classes
     ckpt: dict | None = None  # the checkpoint resumed from, until its phase is entered
     history: list[dict] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)  # per phase, for metrics.json
@@ -205,6 +206,9 @@ def setup(config: TrainConfig) -> Run:
     steps_per_epoch = max((data.num_samples or len(train_split)) // config.batch_size, 1)
     seed_everything(config.seed)  # identical initial weights on every rank
     model = build_model(config.model, config.scale, n_classes, **config.model_overrides)
+    if config.init:
+        for note in initial_weights(model, config.init, config.init_arch):
+            log.info("init from %s: %s", config.init, note)
     model = model.to(device)
     schedule = LRSchedule(parse_phases(config), steps_per_epoch, config.warmup_epochs,
                           config.lr, config.final_lr_ratio)
@@ -216,6 +220,9 @@ def setup(config: TrainConfig) -> Run:
     run = Run(config, d, device, resolve_precision(config.precision, device), data,
               train_split, eval_split, n_classes, batches, schedule, model,
               base_mel_config(model, config, data), out_dir, None, time.perf_counter())
+    from passt_lib.data import label_names
+
+    run.labels = label_names(data)
     _resume(run)
     run.bar = tqdm(total=schedule.total_steps, initial=schedule.steps_before(run.done),
                    disable=not (config.progress and d.main), unit="step", dynamic_ncols=True)
@@ -230,7 +237,8 @@ def resolve_data(config: TrainConfig, d: Dist) -> DataConfig:
         from passt_lib.data import embedded
 
         with main_process_first(d):
-            data = embedded.ensure(config.scale, progress=config.progress and d.main)
+            data = embedded.ensure(config.scale, task=config.embedded_task,
+                                   progress=config.progress and d.main)
         if not get_scale(config.scale).augment:
             data = data.no_augmentation()
     if config.data_overrides:
@@ -559,14 +567,28 @@ def end_epoch(run: Run, ps: PhaseState, e: int, epoch: EpochResult) -> None:
     run.done = e + 1
     if run.d.main:
         write_history(run.out_dir / "history.csv", run.history)
-        save_checkpoint(run.out_dir / "checkpoint.pt", {
-            "config": run.config.to_dict(), "epoch": e + 1, "phase_index": ps.index,
-            "step": run.schedule.steps_before(e + 1), "model": ps.model.state_dict(),
-            "optimizer": ps.step.optimizer.state_dict(), "rng": rng_state(),
-            "history": run.history, "phases": run.records, "precision": run.precision,
-            "seconds": {**run.spent,
-                        "total": run.spent["total"] + time.perf_counter() - run.t_start},
-            "world_size": run.d.world})
+        save_checkpoint(run.out_dir / "checkpoint.pt", checkpoint_state(run, ps, e))
+
+
+def checkpoint_state(run: Run, ps: PhaseState, e: int) -> dict:
+    """What checkpoint.pt holds after epoch ``e``: the training state to resume from, and the
+    description that makes the model usable on its own (``inference.load_model``)."""
+    from passt_lib.frontend import n_frames
+    from passt_lib.inference import describe
+
+    c = run.config
+    window = getattr(ps.model, "config", None)
+    window = getattr(window, "input_tdim", None) or n_frames(run.mel0, run.data.n_samples)
+    return {
+        "config": c.to_dict(), "epoch": e + 1, "phase_index": ps.index,
+        "phase_full": ps.phase.is_full, "step": run.schedule.steps_before(e + 1),
+        "model": ps.model.state_dict(), "optimizer": ps.step.optimizer.state_dict(),
+        "rng": rng_state(), "history": run.history, "phases": run.records,
+        "precision": run.precision, "world_size": run.d.world,
+        "seconds": {**run.spent, "total": run.spent["total"] + time.perf_counter() - run.t_start},
+        **describe(ps.model, c.model, c.scale, run.n_classes, c.model_overrides, run.mel0,
+                   run.data, *run.labels, window),
+    }
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -653,6 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     config = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     result = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
         m = result.metrics

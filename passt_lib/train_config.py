@@ -64,6 +64,12 @@ class TrainConfig:
     threads: CPU threads for torch (``torch.set_num_threads``); None leaves the default.
         On a CPU shared with other jobs, 1 thread per process avoids oversubscription.
     preload: keep decoded clips in memory; None = when they fit in 2 GiB.
+    init: start from these weights (fine-tuning): a checkpoint of ``passt-study train``, or
+        with ``init_arch`` the authors' released weights of that architecture; the head is
+        replaced when the classes differ, the time encoding resampled when the input length
+        does (``checkpoints.initial_weights``).
+    embedded_task: the embedded dataset to train on when ``data`` is not given: "mixtures"
+        (multi-label tags) or "keywords" (single-label spoken digits).
     resume: continue from ``out_dir/checkpoint.pt`` when it exists.
     stop_after_epoch: stop after this many epochs (a test hook for interrupted runs).
     """
@@ -88,6 +94,9 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     preload: bool | None = None
+    init: str | None = None
+    init_arch: str | None = None
+    embedded_task: str = "mixtures"
     eval_batch_size: int | None = None
     progress: bool = True
     resume: bool = False
@@ -126,6 +135,12 @@ class TrainConfig:
             object.__setattr__(self, "data_overrides", {})
 
     def _check_values(self) -> None:
+        if self.embedded_task not in ("mixtures", "keywords"):
+            raise ValueError(f"embedded_task must be 'mixtures' or 'keywords'; got "
+                             f"{self.embedded_task!r}")
+        if self.init_arch is not None and self.init is None:
+            raise ValueError("init_arch names the architecture of the weights in init; set init "
+                             "to their file")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         if self.compile not in COMPILE_CHOICES or not isinstance(self.compile, (bool, str)):

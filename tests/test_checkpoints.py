@@ -186,3 +186,48 @@ def test_imagenet_offline_error(monkeypatch):
     model = PaSST(PaSSTConfig(depth=1))
     with pytest.raises(RuntimeError, match="could not download .*no network"):
         load_pretrained(model, "imagenet")
+
+
+# Every released architecture, at reduced width and depth (the grid and encoding logic does
+# not depend on them), and the most used one at full size.
+@pytest.mark.parametrize("arch", [
+    *[a for a in __import__("passt_lib.released", fromlist=["RELEASED"]).RELEASED
+      if a != "passt_s_swa_p16_128_ap476"],
+    pytest.param("passt_s_swa_p16_128_ap476", marks=pytest.mark.slow, id="full-size-ap476"),
+])
+def test_every_released_architecture_loads_and_runs_as_the_reference(arch):
+    from passt_lib.released import released
+
+    a = released(arch)
+    full = arch == "passt_s_swa_p16_128_ap476"
+    dim, depth, heads = (768, 12, 12) if full else (64, 2, 1)
+    torch.manual_seed(0)
+    with quiet():
+        from hear21passt.models.passt import PaSST as RefPaSST
+
+        ref = RefPaSST(img_size=(a.input_fdim, a.input_tdim), stride=(a.fstride, a.tstride),
+                       distilled=True, embed_dim=dim, depth=depth, num_heads=heads,
+                       num_classes=a.n_classes).eval()
+    ours = load_reference_checkpoint(ref.state_dict(), arch, num_heads=heads).eval()
+    assert ours.n_classes == a.n_classes
+    assert ours.time_new_pos_embed.shape[3] == a.input_tdim // a.tstride  # as the reference
+    for frames in (a.input_tdim, a.input_tdim * 2 // 3):  # its training length, and shorter
+        mel = torch.randn(1 if full else 2, 1, a.input_fdim, frames)
+        with torch.no_grad():
+            diff = (ours(mel) - ref_logits(ref, mel)).abs().max().item()
+        assert diff < 1e-4, (arch, frames, diff)
+
+
+def test_released_names_replace_strides_and_unknown_names_list_the_known():
+    torch.manual_seed(0)
+    ref = reference_model(12, tdim=998, dim=64, heads=1)
+    sd = ref.state_dict()
+    with pytest.raises(ValueError, match=r"10x83 patch grid but 128x998 at stride \(16, 16\)"):
+        load_reference_checkpoint(sd, fstride=16, tstride=16, input_tdim=998)
+    m = load_reference_checkpoint(sd, "passt_s_p16_s12_128_ap470", num_heads=1)
+    assert m.config.grid == (10, 82) and m.config.time_positions == 83
+    with pytest.raises(ValueError, match="unknown released PaSST architecture 'passt-s'.*"
+                                         "passt_s_swa_p16_128_ap476"):
+        load_reference_checkpoint(sd, "passt-s")
+    with pytest.raises(ValueError, match="give arch= a released architecture name"):
+        load_reference_checkpoint(sd)

@@ -66,6 +66,12 @@ def class_names(config: DataConfig) -> list[str] | None:
     return _label_space(config)[1]
 
 
+def label_names(config: DataConfig) -> tuple[list[str] | None, list[str] | None]:
+    """(class names, AudioSet-style mids) of a dataset: from its class CSV, or the label
+    names of a folder dataset's CSV; None where the files do not name their classes."""
+    return _label_space(config)[1:]
+
+
 def _open(config, paths, classes, mids):
     parts = [open_dataset(config, p, classes=classes, mids=mids) for p in paths]
     return parts[0] if len(parts) == 1 else ConcatAudioDataset(parts)
