@@ -139,8 +139,8 @@ def _train(config: TrainConfig) -> TrainResult:
             stop = config.stop_after_epoch is not None and \
                 config.stop_after_epoch <= e + 1 < run.schedule.n_epochs
             epoch = train_epoch(run, ps, e)
-            if not stop and e + 1 < run.schedule.n_epochs:  # workers decode while we evaluate
-                run.batches.start(e + 1, run.schedule.epoch_steps[e + 1])
+            if not stop and e + 1 < epochs.stop:  # workers decode while we evaluate
+                ps.batches.start(e + 1, run.schedule.epoch_steps[e + 1])
             end_epoch(run, ps, e, epoch)
             if stop:
                 return finish(run, model, completed=False)
@@ -292,7 +292,8 @@ def _multi_hot(targets: torch.Tensor, n_classes: int) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 def base_mel_config(model: nn.Module, config: TrainConfig, data: DataConfig):
     scale = get_scale(config.scale)
-    mel = model.mel_config.replace(**{"freqm": scale.freqm, "timem": scale.timem,
+    band = {} if scale.band_augment else {"fmin_aug_range": 0, "fmax_aug_range": 0}
+    mel = model.mel_config.replace(**{"freqm": scale.freqm, "timem": scale.timem, **band,
                                       **config.mel_overrides})
     if mel.sample_rate != data.sample_rate:
         raise ValueError(f"the model's front-end runs at {mel.sample_rate} Hz but the data is at "
@@ -355,12 +356,14 @@ def train_flops_per_sample(name: str, model: nn.Module, example: torch.Tensor) -
 @dataclass
 class PhaseState:
     """What one phase trains with: the model (unwrapped) and the training step (DDP-wrapped
-    model, optimizer, front-end, transform), the cached eval mels and the phase's record."""
+    model, optimizer, front-end, transform), its batches, the cached eval mels and the
+    phase's record."""
 
     index: int
     phase: Phase
     model: nn.Module
     step: Step
+    batches: TrainBatches  # waveforms, or the phase's mels when they are computed once
     eval_mels: torch.Tensor  # (n_eval_local, F, T)
     record: dict  # per-phase results for metrics.json
 
@@ -386,6 +389,15 @@ def start_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
     # Readers reject non-finite clips when they decode them, so the training front-end skips
     # its finiteness check (a host sync every step); the eval front-end keeps it.
     frontend = MelFrontend(mel_cfg.replace(check_finite=False)).to(run.device)
+    batches = run.batches
+    if fixed_train_mels(run, mel_cfg):  # the same mels every epoch: compute them once
+        mels = compute_mels(MelFrontend(mel_cfg).to(run.device), run.train_split,
+                            torch.arange(len(run.train_split)), 4 * run.local_batch, run.device, 0)
+        batches = TrainBatches(Split(run.train_split.dataset, run.train_split.targets,
+                                     mels.to(run.train_split.waves.device)),
+                               run.batches.sampler, run.local_batch, clip_samples=mels[0].numel(),
+                               num_workers=0, device=run.device)
+        frontend = None
     record = next((r for r in run.records if r["index"] == pi), None)
     if record is None:
         epochs = run.schedule.phase_epochs(pi)
@@ -403,7 +415,17 @@ def start_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
     eval_idx = torch.arange(len(run.eval_split))[run.d.rank::run.d.world]  # this rank's shard
     mels = compute_mels(MelFrontend(mel_cfg).to(run.device), run.eval_split, eval_idx,
                         run.eval_batch, run.device, run.data.num_workers)
-    return PhaseState(pi, phases[pi], model, step, mels, record)
+    return PhaseState(pi, phases[pi], model, step, batches, mels, record)
+
+
+def fixed_train_mels(run: Run, mel_config) -> bool:
+    """True when a clip's training mel spectrogram is the same every epoch: clips in memory,
+    no waveform augmentation, and a front-end without random draws (no fmin/fmax draw, no
+    masks). Then the phase computes them once instead of at every step."""
+    d, m = run.data, mel_config
+    return (run.train_split.waves is not None and not d.roll and d.gain_db == 0
+            and d.wave_mixup == 0 and not m.augments_band
+            and not (m.freqm and m.n_freq_masks) and not (m.timem and m.n_time_masks))
 
 
 def maybe_compile(model: nn.Module, compile: bool | str, device: torch.device) -> nn.Module:
@@ -426,7 +448,7 @@ class Step:
 
     model: nn.Module  # DDP-wrapped under torchrun
     optimizer: torch.optim.Optimizer
-    frontend: nn.Module
+    frontend: nn.Module | None  # None: the batches are mel spectrograms already
     transform: Callable
     data: DataConfig
     n_classes: int
@@ -435,7 +457,8 @@ class Step:
 
     def train(self) -> None:
         self.model.train()
-        self.frontend.train()
+        if self.frontend is not None:
+            self.frontend.train()
 
     def __call__(self, wave: torch.Tensor, target: torch.Tensor, lr: float,
                  generator: torch.Generator) -> torch.Tensor:
@@ -443,11 +466,14 @@ class Step:
         the device: reading it would make the host wait for the step)."""
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        # Augmentation draws come from the CPU generator; the work runs on the device.
-        wave, target = augment_batch(wave, target, self.data, n_classes=self.n_classes,
-                                     generator=generator)
-        with torch.no_grad():
-            mel = self.frontend(wave)  # (B, F, T)
+        if self.frontend is None:
+            mel = wave  # (B, F, T), computed once for the phase (``fixed_train_mels``)
+        else:
+            # Augmentation draws come from the CPU generator; the work runs on the device.
+            wave, target = augment_batch(wave, target, self.data, n_classes=self.n_classes,
+                                         generator=generator)
+            with torch.no_grad():
+                mel = self.frontend(wave)  # (B, F, T)
         if self.data.spec_mixup_alpha > 0:
             mel, target = spec_mixup(mel, soft_targets(target, self.n_classes),
                                      self.data.spec_mixup_alpha, generator)
@@ -485,8 +511,8 @@ def train_epoch(run: Run, ps: PhaseState, e: int) -> EpochResult:
     run.bar.set_description(f"epoch {e + 1}/{run.schedule.n_epochs} {ps.phase.method}")
     ps.step.train()
     monitor = LossMonitor(run, e)
-    wait0, t0 = run.batches.wait_seconds, time.perf_counter()
-    for k, (wave, target) in enumerate(run.batches.epoch(e, n)):
+    wait0, t0 = ps.batches.wait_seconds, time.perf_counter()
+    for k, (wave, target) in enumerate(ps.batches.epoch(e, n)):
         lr = run.schedule.lr(e, k)
         monitor.add(ps.step(wave, target, lr, generator), lr)
         run.bar.update(1)
@@ -496,7 +522,7 @@ def train_epoch(run: Run, ps: PhaseState, e: int) -> EpochResult:
     if run.device.type == "cuda":
         torch.cuda.synchronize(run.device)
     return EpochResult(monitor.mean, monitor.lrs[-1] if monitor.lrs else run.config.lr,
-                       time.perf_counter() - t0, run.batches.wait_seconds - wait0)
+                       time.perf_counter() - t0, ps.batches.wait_seconds - wait0)
 
 
 class LossMonitor:

@@ -199,7 +199,7 @@ def test_kernel_start_failure_is_retried(tmp_path, monkeypatch):
     spec = load(tmp_path, path).runs[0]
     calls = []
 
-    def flaky(s):  # the kernel fails to start once, then the notebook runs (in-process here)
+    def flaky(s, km=None):  # the kernel fails to start once, then the notebook runs (in-process here)
         from passt_lib.study.rundir import start_run
 
         calls.append(1)
@@ -220,7 +220,7 @@ def test_failing_cell_is_not_retried(tmp_path, monkeypatch):
     spec = load(tmp_path, path).runs[0]
     calls = []
 
-    def failing(s):
+    def failing(s, km=None):
         calls.append(1)
         raise PapermillExecutionError(2, 1, "ValueError: bad", "ValueError", "bad", [])
 
@@ -232,7 +232,7 @@ def test_failing_cell_is_not_retried(tmp_path, monkeypatch):
 def test_notebook_without_metrics_counts_as_failed(tmp_path, monkeypatch):
     path = make_study(tmp_path, {"x": [5]})
     spec = load(tmp_path, path).runs[0]
-    monkeypatch.setattr(runner, "_execute_notebook", lambda s: None)
+    monkeypatch.setattr(runner, "_execute_notebook", lambda s, km=None: None)
     r = runner.execute_run(spec)
     assert r["status"] == "failed" and "metrics.json" in r["error"]
     assert read_json(Path(spec.run_dir) / "failed.json")["config_hash"] == spec.hash
@@ -262,3 +262,17 @@ def test_notebook_parameters_of_file(tmp_path):
     nb = make_notebook(tmp_path / "n.ipynb")
     assert notebook_parameters(nb)["fail_on"].default == -1
     assert sys.executable  # the kernel is the test interpreter's venv
+
+
+def test_workers_keep_their_kernels_and_a_failure_gets_a_fresh_one(tmp_path):
+    """4 runs on 2 workers use 2 kernels (warm kernels); a failing run's kernel is replaced, and
+    the runs after it still succeed in a new one."""
+    body = BODY.replace('run.finish({"value": x * 10})',
+                        'run.finish({"value": x * 10, "kernel_pid": os.getpid()})')
+    path = make_study(tmp_path, {"x": [1, 2, 3, 4, 5, 6], "fail_on": [3]}, body=body)
+    res = runner.run_study(load(tmp_path, path), workers=2, progress=False)
+    assert len(res.done) == 5 and len(res.failed) == 1
+    pids = [read_json(Path(d) / "metrics.json")["kernel_pid"]
+            for d in (tmp_path / "runs" / "tiny").glob("*/") if (Path(d) / "metrics.json").exists()]
+    assert len(pids) == 5 and len(set(pids)) <= 3  # 2 warm kernels, and one after the failure
+    assert os.getpid() not in pids

@@ -56,7 +56,9 @@ def build_params(scale: str = "embedded", seed: int = 0, task: str = "mixtures",
                  **overrides) -> dict:
     """The parameters that define a build (their hash names the cache directory).
 
-    Overrides: n_train, n_eval, clip_seconds, sample_rate, max_tags, max_events,
+    Overrides: n_train, n_eval, clip_seconds, sample_rate, max_tags, max_events, min_gain_db
+    (events are mixed at gains uniform in [min_gain_db, 0] dB), max_noise_db (the noise
+    floor is uniform in [-60, max_noise_db] dB),
     notes_per_instrument.
     """
     if task not in TASKS:
@@ -64,8 +66,8 @@ def build_params(scale: str = "embedded", seed: int = 0, task: str = "mixtures",
     sc = get_scale(scale)
     p = dict(version=BUILD_VERSION, task=task, seed=int(seed), scale=sc.name,
              sample_rate=sc.sample_rate, clip_seconds=sc.clip_seconds,
-             n_train=sc.n_train or 960, n_eval=sc.n_eval or 320, max_tags=4, max_events=4,
-             notes_per_instrument=10)
+             n_train=sc.n_train or 960, n_eval=sc.n_eval or 320, max_tags=2, max_events=4,
+             notes_per_instrument=10, min_gain_db=-10.0, max_noise_db=-45.0)
     unknown = sorted(set(overrides) - set(p))
     if unknown:
         raise ValueError(f"unknown embedded build parameters {unknown}; expected some of "
@@ -214,10 +216,10 @@ def mixture_clip(bank: dict, params: dict, split: str, i: int):
         for _ in range(int(rng.integers(1, max_ev + 1))):
             s = pool[int(rng.integers(len(pool)))]
             onset = int(rng.integers(0, n - min_audible + 1))
-            gain = 10 ** (rng.uniform(-20, 0) / 20)
+            gain = 10 ** (rng.uniform(params.get("min_gain_db", -20.0), 0) / 20)
             _place(clip, s.audio, onset, gain)
             used.append(s.source)
-    noise_db = rng.uniform(-60, -35)
+    noise_db = rng.uniform(-60, params.get("max_noise_db", -35.0))
     clip += rng.standard_normal(n).astype(np.float32) * np.float32(10 ** (noise_db / 20))
     peak = np.abs(clip).max()
     level = 10 ** (rng.uniform(-6, -1) / 20)
