@@ -8,7 +8,7 @@ KERNEL := passt-study
 APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small \
 	hydrogen-drumkits hydrogen-data espeak-ng flite asterisk-core-sounds-en-wav
 
-.PHONY: setup system-packages test test-fast lint study figures lab clean-venv
+.PHONY: setup system-packages test test-fast lint study figures lab tour-html clean-venv
 
 setup: $(STAMP) system-packages
 
@@ -40,8 +40,19 @@ study: setup
 figures: setup
 	$(BIN)/passt-study figures
 
+# Jupyter refuses to run as root (every container and CI) unless told: say so and tell it.
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	@if [ "$$(id -u)" = 0 ]; then echo "running as root: starting JupyterLab with --allow-root"; \
+		ROOT_FLAG=--allow-root; fi; \
+	$(BIN)/jupyter lab --notebook-dir=notebooks $$ROOT_FLAG
+
+# The tour at the embedded scale as a handout: every figure, no code to run (git-ignored).
+tour-html: setup
+	$(BIN)/papermill -k $(KERNEL) notebooks/00_tour.ipynb results/tour.ipynb \
+		-p out_dir results/runs/manual/tour --no-progress-bar
+	$(BIN)/jupyter nbconvert --to html results/tour.ipynb --output tour.html
+	@rm -f results/tour.ipynb
+	@echo "wrote results/tour.html"
 
 clean-venv:
 	rm -rf $(VENV)

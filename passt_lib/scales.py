@@ -118,6 +118,15 @@ def preset_config(preset: str, scale: Scale | str = "paper", *, width: str | Non
                               **{"input_fdim": fdim, "input_tdim": tdim, **amounts, **overrides})
 
 
+def mel_config_at(model, scale: Scale | str, **overrides):
+    """The training front-end of ``model`` at ``scale``: its own ``MelConfig`` with the scale's
+    SpecAugment masks and, at the small scales, no fmin/fmax draw; ``overrides`` win."""
+    scale = get_scale(scale) if isinstance(scale, str) else scale
+    band = {} if scale.band_augment else {"fmin_aug_range": 0, "fmax_aug_range": 0}
+    return model.mel_config.replace(**{"freqm": scale.freqm, "timem": scale.timem, **band,
+                                       **overrides})
+
+
 def build_model(name: str, scale: Scale | str, n_classes: int, **overrides):
     """Any registered model at ``scale``, the one way training, benchmarks and notebooks build
     one: transformers through :func:`preset_config`; other models with the scale's mel bins

@@ -90,7 +90,7 @@ from passt_lib.lr import LRSchedule
 from passt_lib.phases import Phase, parse_schedule
 from passt_lib.precision import autocast, resolve_precision
 from passt_lib.registry import model_info
-from passt_lib.scales import build_model, get_scale
+from passt_lib.scales import build_model, get_scale, mel_config_at
 from passt_lib.train_config import TrainConfig, parse_args
 
 log = logging.getLogger(__name__)
@@ -144,9 +144,9 @@ def _train(config: TrainConfig) -> TrainResult:
             end_epoch(run, ps, e, epoch)
             if stop:
                 return finish(run, model, completed=False)
-        example = ps.transform(ps.eval_mels[:1].to(run.device))  # (1, F, T)
-        ps.record["train_flops"] = float(train_flops_per_sample(config.model, model, example)
-                                         * ps.record["train_samples"])
+    if run.ckpt is not None:  # every epoch was done before: the checkpoint holds the result
+        model, _, _ = phase_model(run, model, run.schedule.phases[run.ckpt["phase_index"]])
+        model.load_state_dict(run.ckpt["model"])
     return finish(run, model, completed=True)
 
 
@@ -291,10 +291,7 @@ def _multi_hot(targets: torch.Tensor, n_classes: int) -> torch.Tensor:
 # Model, phases, optimiser
 # --------------------------------------------------------------------------------------------
 def base_mel_config(model: nn.Module, config: TrainConfig, data: DataConfig):
-    scale = get_scale(config.scale)
-    band = {} if scale.band_augment else {"fmin_aug_range": 0, "fmax_aug_range": 0}
-    mel = model.mel_config.replace(**{"freqm": scale.freqm, "timem": scale.timem, **band,
-                                      **config.mel_overrides})
+    mel = mel_config_at(model, config.scale, **config.mel_overrides)
     if mel.sample_rate != data.sample_rate:
         raise ValueError(f"the model's front-end runs at {mel.sample_rate} Hz but the data is at "
                          f"{data.sample_rate} Hz")
@@ -415,6 +412,8 @@ def start_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
     eval_idx = torch.arange(len(run.eval_split))[run.d.rank::run.d.world]  # this rank's shard
     mels = compute_mels(MelFrontend(mel_cfg).to(run.device), run.eval_split, eval_idx,
                         run.eval_batch, run.device, run.data.num_workers)
+    example = transform(mels[:1].to(run.device))  # (1, F, T)
+    record["train_flops_per_sample"] = train_flops_per_sample(run.config.model, model, example)
     return PhaseState(pi, phases[pi], model, step, batches, mels, record)
 
 
@@ -585,11 +584,14 @@ def end_epoch(run: Run, ps: PhaseState, e: int, epoch: EpochResult) -> None:
     ps.record["train_seconds"] += t_train
     ps.record["eval_seconds"] += t_eval
     ps.record["train_samples"] += n_trained
+    ps.record["train_flops"] = float(ps.record["train_flops_per_sample"]
+                                     * ps.record["train_samples"])
     ps.record.update(scores)
     run.history.append({"epoch": e + 1, "phase": ps.index, "method": ps.phase.method,
                         "lr": epoch.lr, "train_loss": loss, **scores, "train_seconds": t_train,
                         "eval_seconds": t_eval, "samples_per_s": n_trained / t_train,
-                        "data_wait_seconds": epoch.wait_seconds})
+                        "data_wait_seconds": epoch.wait_seconds,
+                        "train_flops": float(ps.record["train_flops_per_sample"] * n_trained)})
     run.done = e + 1
     if run.d.main:
         write_history(run.out_dir / "history.csv", run.history)

@@ -90,26 +90,24 @@ def run_one(args, schedule: str, seed: int) -> tuple[dict, float | None]:
     return metrics, cpu
 
 
-def step_times(args, plan: Sequence[tuple[str, str]]) -> dict[tuple[str, int], float]:
-    """Median seconds of one training step at every (method, factor) of ``plan``, interleaved."""
-    import dataclasses
-
+def step_times(args, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], float]:
+    """Median seconds of one training step (front-end, the phase's transform, forward,
+    backward, AdamW) at every (method, factor) in ``keys``, timed interleaved."""
     import torch
 
     from passt_lib.compression import enter_phase
-    from passt_lib.frontend import MelConfig, MelFrontend
+    from passt_lib.frontend import MelFrontend
     from passt_lib.phases import Phase
-    from passt_lib.scales import build_model, get_scale
+    from passt_lib.scales import build_model, get_scale, mel_config_at
 
     scale = get_scale(args.scale)
     device = common.pick_device(args.device)
     model = build_model(args.model, scale, args.step_classes)
-    mel0 = dataclasses.replace(MelConfig(n_mels=scale.n_mels), freqm=scale.freqm,
-                               timem=scale.timem)
+    mel0 = mel_config_at(model, scale)
+    batch = args.batch or scale.batch_size
     g = torch.Generator().manual_seed(0)
-    wave = torch.randn(scale.batch_size, scale.n_samples, generator=g).to(device)  # (B, S)
-    target = (torch.rand(scale.batch_size, args.step_classes, generator=g) < 0.1).float()
-    keys = sorted({(p.method, p.factor) for _, s in plan for p in parse_schedule(s)})
+    wave = (0.1 * torch.randn(batch, scale.n_samples, generator=g)).to(device)  # (B, S)
+    target = (torch.rand(batch, args.step_classes, generator=g) < 0.1).float()
     fns = {}
     for method, factor in keys:
         m, mel_cfg, transform = enter_phase(model, model.config, mel0, Phase(method, factor, 1))
@@ -124,8 +122,41 @@ def step_times(args, plan: Sequence[tuple[str, str]]) -> dict[tuple[str, int], f
             return step()
 
         fns[f"{method}:{factor}"] = run
+    common.log(f"timing {len(fns)} phase configurations of {args.model} at {scale.name} scale, "
+               f"batch {batch}, interleaved")
     timings = common.time_interleaved(fns, steps=args.timing_steps, warmup=1, device=device)
     return {k: timings[f"{k[0]}:{k[1]}"].median for k in keys}
+
+
+def plan_keys(plan: Sequence[tuple[str, str]]) -> list[tuple[str, int]]:
+    """Every (method, factor) the schedules of ``plan`` train at."""
+    return sorted({(p.method, p.factor) for _, s in plan for p in parse_schedule(s)})
+
+
+def projection(args, plan: Sequence[tuple[str, str]]) -> list[dict]:
+    """Each schedule's training FLOPs and wall time against fine-only at ``args.scale``, from
+    analytic FLOPs and timed steps: every phase trains the same samples per epoch at the same
+    batch, so its time is its epochs x the step time of its resolution."""
+    from passt_lib.compression import phase_config
+    from passt_lib.flops import train_flops
+    from passt_lib.scales import preset_config
+
+    per_step = step_times(args, plan_keys(plan))
+    config = preset_config(args.model, args.scale, n_classes=args.step_classes)
+    flops = {k: train_flops(phase_config(config, k[0], k[1])) for k in per_step}
+    rows = [{"kind": "step", "method": m, "factor": k, "step_seconds": t,
+             "tokens": phase_config(config, m, k).n_tokens(True),
+             "train_gflops_per_sample": flops[(m, k)] / 1e9} for (m, k), t in per_step.items()]
+    full = ("full", 1)
+    for method, schedule in plan:
+        phases = parse_schedule(schedule)
+        epochs = sum(p.epochs for p in phases)
+        cost = {name: sum(p.epochs * table[(p.method, p.factor)] for p in phases)
+                / (epochs * table[full]) for name, table in (("time", per_step), ("flops", flops))}
+        rows.append({"kind": "schedule", "method": method, "schedule": schedule,
+                     "n_phases": len(phases), "projected_time_saving": 1 - cost["time"],
+                     "flop_saving": 1 - cost["flops"]})
+    return rows
 
 
 def analytic_flops(args, out_dir: Path, m: dict, schedule: str) -> float:
@@ -203,6 +234,27 @@ def summarize(rows: Sequence[dict]) -> list[dict]:
     return out
 
 
+def timing_only(args, plan: Sequence[tuple[str, str]]) -> int:
+    """``--timing-only``: step times per resolution and each schedule's projected savings."""
+    rows = projection(args, plan)
+    device = common.pick_device(args.device)
+    env = common.env_info(device, args.precision)
+    common.print_env(env)
+    print(common.format_table([r for r in rows if r["kind"] == "step"],
+                              ["method", "factor", "tokens", "step_seconds",
+                               "train_gflops_per_sample"]))
+    print(common.format_table([r for r in rows if r["kind"] == "schedule"],
+                              ["schedule", "flop_saving", "projected_time_saving"]))
+    out = args.out
+    if out == common.RESULTS_DIR / "coarse_to_fine.csv":
+        out = common.RESULTS_DIR / f"coarse_to_fine_{args.scale}_steps.csv"
+    for r in rows:
+        r.update(model=args.model, scale=args.scale, batch=args.batch or "scale",
+                 timing_steps=args.timing_steps)
+    print(f"wrote {common.write_csv(out, rows, env)}")
+    return 0
+
+
 def parse_args(argv: Sequence[str] | None):
     p = argparse.ArgumentParser(
         prog="passt-study bench coarse-to-fine",
@@ -225,6 +277,11 @@ def parse_args(argv: Sequence[str] | None):
     p.add_argument("--timing-steps", type=int, default=5,
                    help="timed steps per resolution for the step-time estimate (0: skip)")
     p.add_argument("--step-classes", type=int, default=20, help="classes of the timed model")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch of the timed steps (default: the scale's)")
+    p.add_argument("--timing-only", action="store_true",
+                   help="train nothing: time one step at every resolution the schedules use and "
+                        "project each schedule's wall-time and FLOP saving (for the paper scale)")
     p.add_argument("--progress", action="store_true", help="show the training progress bar")
     p.add_argument("--rerun", action="store_true", help="train again even if a run finished")
     p.add_argument("--run-root", type=Path, default=Path("results/runs/bench-coarse-to-fine"))
@@ -247,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     common.set_threads(args.threads)
     epochs = args.epochs or get_scale(args.scale).epochs
     plan = schedules(epochs, args.factor, args.methods, args.phases)
+    if args.timing_only:
+        return timing_only(args, plan)
     rows = []
     for method, schedule in plan:
         for seed in args.seeds:
@@ -259,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{m.get('train_flops', 0):.3e} FLOPs, {m.get('train_seconds', 0):.1f} s train "
                   f"({time.perf_counter() - t0:.0f} s this call)", flush=True)
     if args.timing_steps:
-        per_step = step_times(args, plan)
+        per_step = step_times(args, plan_keys(plan))
         for r in rows:
             steps = [int(n) for n in r["phase_epochs"].split(";")]
             keys = [(pm.rsplit("x", 1)[0], int(pm.rsplit("x", 1)[1]))

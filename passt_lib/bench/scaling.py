@@ -100,6 +100,7 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
                 "input": "x".join(str(d) for d in bm.input_shape[1:]),
                 "seq_len": bm.seq_len if bm.seq_len is not None else "",
                 "params": bm.n_params, "batch": args.batch,
+                "width": getattr(getattr(bm.model, "config", None), "embed_dim", ""),
                 "step_s": t.median, "step_min_s": t.min, "step_max_s": t.max,
                 "mem_mib_per_sample": common.mib(mem) / args.batch,
                 "train_gflops_per_sample": flops / args.batch / 1e9,

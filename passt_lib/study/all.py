@@ -30,16 +30,17 @@ def run_figures_notebook(scale: str, runs: Path, results: Path, kernel_name: str
     """Execute 90_figures into ``runs/figures/`` (always: new runs mean new figures)."""
     import papermill
 
-    from passt_lib.study.runner import _kernel_env, default_kernel
+    from passt_lib.study.runner import _kernel_env, default_kernel, one_kernel
 
     out = runs / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    with _kernel_env(None):
+    kernel_name = kernel_name or default_kernel()
+    with _kernel_env(None), one_kernel(kernel_name) as km:
         papermill.execute_notebook(
             str(REPO_ROOT / "notebooks" / "90_figures.ipynb"), str(out / "90_figures.ipynb"),
             parameters={"scale": scale, "runs": str(runs), "results": str(results),
                         "out_dir": str(out)},
-            kernel_name=kernel_name or default_kernel(), cwd=str(REPO_ROOT), progress_bar=False)
+            kernel_name=kernel_name, cwd=str(REPO_ROOT), progress_bar=False, km=km)
     return out
 
 

@@ -17,6 +17,7 @@ Multi-GPU: DDP cannot start inside a Jupyter kernel. For several GPUs, run
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -32,7 +33,9 @@ from passt_lib.phases import SHAPES
 from passt_lib.study.env import REPO_ROOT
 
 SCALE_NAMES = ("smoke", "embedded", "paper")
-PATCHOUT_TYPES = ("none", "time", "frequency", "structured", "unstructured")
+# "preset": the preset's own patchout (PaSST-S: 40 of 99 time columns and 4 of 12 frequency
+# rows at the paper scale, rescaled to the scale's grid), amount 0.
+PATCHOUT_TYPES = ("none", "preset", "time", "frequency", "structured", "unstructured")
 C2F_METHODS = ("none", "frame_shift", "pool", "patchify")
 C2F_SCHEDULES = SHAPES  # the standard schedules of passt_lib.phases
 
@@ -59,11 +62,14 @@ def _common_checks(p) -> None:
 
 
 def _data(p):
-    from passt_lib.data import DataConfig, embedded
+    """The paper scale's AudioSet files; None at the small scales: training then takes the
+    scale's embedded dataset with the scale's augmentation policy, as ``passt-study train``
+    does (an explicit DataConfig would keep every augmentation switched on)."""
+    from passt_lib.data import DataConfig
 
     if p.scale == "paper":
         return DataConfig.audioset(p.audioset)
-    return embedded.ensure(p.scale, progress=False)
+    return None
 
 
 # ----------------------------------------------------------------------------- patchout
@@ -90,9 +96,10 @@ class PatchoutParams:
         _common_checks(self)
         _choice("preset", self.preset, [n for n in PRESETS if not n.startswith("ast")])
         _choice("patchout", self.patchout, PATCHOUT_TYPES)
-        if self.patchout == "none" and self.amount != 0:
-            raise ValueError(f"patchout='none' drops nothing: set amount=0, got {self.amount}")
-        if self.patchout != "none" and not 0 < self.amount < 1:
+        if self.patchout in ("none", "preset") and self.amount != 0:
+            raise ValueError(f"patchout={self.patchout!r} takes no amount: set amount=0, got "
+                             f"{self.amount}")
+        if self.patchout not in ("none", "preset") and not 0 < self.amount < 1:
             raise ValueError(f"amount is the fraction of patches dropped, in (0, 1); "
                              f"got {self.amount}")
 
@@ -126,21 +133,22 @@ def patchout_amounts(grid: tuple[int, int], patchout: str, amount: float) -> dic
     return out
 
 
-def _model_config(preset: str, scale: str):
+def _model_config(preset: str, scale: str, **overrides):
     from passt_lib.scales import preset_config
 
-    return preset_config(preset, scale)
+    return preset_config(preset, scale, **overrides)
 
 
 def patchout_train_config(p: PatchoutParams, out_dir: str | Path):
     from passt_lib.train import TrainConfig
 
     grid = _model_config(p.preset, p.scale).grid
-    amounts = patchout_amounts(grid, p.patchout, p.amount)
-    return TrainConfig.for_scale(
+    amounts = {} if p.patchout == "preset" else patchout_amounts(grid, p.patchout, p.amount)
+    cfg = TrainConfig.for_scale(
         p.preset, p.scale, model_overrides=amounts, data=_data(p), seed=p.seed,
-        epochs=p.epochs or None, precision=p.precision, device=p.device,
-        out_dir=str(Path(out_dir) / "train"), progress=False, resume=True)
+        epochs=p.epochs or None, precision=p.precision, device=p.device, progress=False,
+        resume=True)
+    return cfg.replace(out_dir=str(training_dir(cfg, out_dir)))
 
 
 def run_patchout(p: PatchoutParams, out_dir: str | Path) -> dict[str, Any]:
@@ -149,8 +157,8 @@ def run_patchout(p: PatchoutParams, out_dir: str | Path) -> dict[str, Any]:
     m = res["metrics"]
     from passt_lib.patchout import n_kept
 
-    grid = _model_config(p.preset, p.scale).grid
-    po = cfg.model_overrides
+    model_config = _model_config(p.preset, p.scale, **cfg.model_overrides)
+    grid, po = model_config.grid, model_config.patchout_amounts  # the amounts that trained
     kept = n_kept(grid, **po)
     return {
         "eval_map": m.get("eval_map"), "eval_auc": m.get("eval_auc"),
@@ -163,6 +171,14 @@ def run_patchout(p: PatchoutParams, out_dir: str | Path) -> dict[str, Any]:
         "train_flops": m.get("train_flops"), "epochs": m["epochs"], "device": m["device"],
         "precision": m["precision"], "history": res["history"],
     }
+
+
+def patchout_summary(m: dict) -> str:
+    """One line a reader can judge a patchout run by: its score next to the class prior."""
+    return (f"eval mAP {m['eval_map']:.3f} (class prior {m['prior_map']:.3f}); "
+            f"{m['samples_per_s']:.0f} clips/s in training; {m['tokens_train']} tokens in "
+            f"training, {m['tokens_eval']} at inference ({m['dropped_fraction']:.0%} of the patches "
+            f"dropped); {m['step_memory_mib_per_sample']:.2f} MiB per clip per step")
 
 
 def step_memory_per_sample(cfg) -> float:
@@ -242,10 +258,20 @@ def c2f_train_config(p: CoarseToFineParams, out_dir: str | Path):
     # 0 = the scale's budget, but at least one epoch per phase (the smoke scale has one epoch).
     n_phases = 1 if p.method == "none" else {"2-phase": 2, "3-phase": 4}.get(p.schedule, 1)
     epochs = p.epochs or max(get_scale(p.scale).epochs, n_phases)
-    sched = build_schedule(p.method, p.schedule, epochs, p.factor, p.coarse_fraction)
-    return TrainConfig.for_scale(
-        p.preset, p.scale, schedule=sched, data=_data(p), seed=p.seed, precision=p.precision,
-        device=p.device, out_dir=str(Path(out_dir) / "train"), progress=False, resume=True)
+    # fine-only is a plain run of `epochs`: the same training as the patchout study's
+    sched = None if p.method == "none" else build_schedule(p.method, p.schedule, epochs,
+                                                            p.factor, p.coarse_fraction)
+    cfg = TrainConfig.for_scale(
+        p.preset, p.scale, schedule=sched, epochs=None if sched else epochs, data=_data(p),
+        seed=p.seed, precision=p.precision, device=p.device, progress=False, resume=True)
+    return cfg.replace(out_dir=str(training_dir(cfg, out_dir)))
+
+
+def c2f_summary(m: dict) -> str:
+    """One line: the run's score next to the class prior, and its training cost."""
+    return (f"{m['schedule'] or 'fine-only'}: eval mAP {m['eval_map']:.3f} (class prior "
+            f"{m['prior_map']:.3f}); {m['train_flops'] / 1e12:.2f} TFLOPs and "
+            f"{m['train_seconds']:.1f} s of training")
 
 
 def run_coarse_to_fine(p: CoarseToFineParams, out_dir: str | Path) -> dict[str, Any]:
@@ -265,10 +291,34 @@ def run_coarse_to_fine(p: CoarseToFineParams, out_dir: str | Path) -> dict[str, 
 # ----------------------------------------------------------------------------- training helpers
 
 
+# Fields that do not change what a training computes.
+_NOT_THE_TRAINING = ("out_dir", "resume", "progress", "stop_after_epoch")
+
+
+def training_dir(cfg, run_dir: str | Path) -> Path:
+    """Where a notebook run trains: ``<runs root>/trainings/<hash of the training config>``.
+
+    Two runs of any notebooks that train the same config (the coarse-to-fine study's fine-only
+    PaSST-S and the patchout study's PaSST-S, say) share one training: the second finds it
+    finished (``resume``) instead of training it again.
+    """
+    from passt_lib.atomic import canonical_json
+
+    d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_THE_TRAINING}
+    key = hashlib.sha1(canonical_json(d).encode()).hexdigest()[:12]
+    return Path(run_dir).resolve().parent.parent / "trainings" / f"{cfg.model}-{key}"
+
+
 def _train(cfg) -> dict[str, Any]:
+    import fcntl
+
     from passt_lib.train import train
 
-    res = train(cfg)
+    lock = Path(cfg.out_dir).with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as f:  # one process trains a config; another waits, then resumes
+        fcntl.flock(f, fcntl.LOCK_EX)
+        res = train(cfg)
     return {"metrics": res.metrics, "history": res.history}
 
 
@@ -287,8 +337,11 @@ def train_in_subprocess(cfg, nproc: int) -> dict[str, Any]:
     return {"metrics": metrics, "history": history}
 
 
-def plot_history(history: list[dict], title: str = ""):
-    """Training loss and eval mAP per epoch, phases marked."""
+def plot_history(history: list[dict], title: str = "", prior: float | None = None):
+    """Training loss and eval score per epoch (whole epochs on the axis), phases marked, the
+    class prior's score as the floor to beat."""
+    from matplotlib.ticker import MaxNLocator
+
     from passt_lib.study import style
 
     fig, ax = style.figure("column")
@@ -296,10 +349,14 @@ def plot_history(history: list[dict], title: str = ""):
     ax.plot(ep, [h["train_loss"] for h in history], "o-", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     key = "eval_map" if history and "eval_map" in history[0] else "eval_accuracy"
+    name = {"eval_map": "eval mAP", "eval_accuracy": "eval accuracy"}[key]
     ax2 = ax.twinx()
-    ax2.plot(ep, [h.get(key) for h in history], "s-", color="#D55E00", label=key)
-    ax2.set_ylabel(key)
+    ax2.plot(ep, [h.get(key) for h in history], "s-", color="#D55E00", label=name)
+    if prior is not None:
+        ax2.axhline(prior, color="#D55E00", ls=":", lw=0.8, label=f"class prior ({prior:.3f})")
+    ax2.set_ylabel(name)
     ax2.grid(False)
     for a, b in zip(history, history[1:]):
         if a.get("phase") != b.get("phase"):
@@ -348,7 +405,17 @@ class SpeedParams:
 
 
 def run_speed(p: SpeedParams, out_dir: str | Path) -> dict[str, Any]:
-    """Measure the Table 1 row of every model; write table.csv (and scaling.csv if available)."""
+    """Measure the Table 1 row of every model; write table.csv (and scaling.csv if available).
+
+    The benchmarks' progress lines go to stdout here: in a notebook stderr reads as an error.
+    """
+    import contextlib
+
+    with contextlib.redirect_stderr(sys.stdout):
+        return _run_speed(p, out_dir)
+
+
+def _run_speed(p: SpeedParams, out_dir: str | Path) -> dict[str, Any]:
     import torch
 
     from passt_lib.bench import common, table
@@ -385,7 +452,8 @@ def params_from(cls, values: dict[str, Any]):
 
 @dataclass(frozen=True)
 class TourParams:
-    """00_tour."""
+    """00_tour. ``seed`` draws the patchout and the encodings shown; the clip always comes
+    from the default embedded dataset (seed 0), whatever ``seed`` is."""
 
     scale: str = "embedded"
     seed: int = 0
@@ -424,24 +492,8 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
     return style.save(fig, Path(out_dir) / name, close=False)
 
 
-def plot_speed(table):
-    """Training speed relative to AST per model: measured here next to the paper's Table 1."""
-    import numpy as np
+def plot_speed(table, gpu=None):
+    """Training speed relative to AST per model (``passt_lib.study.speedplot.plot_speed``)."""
+    from passt_lib.study.speedplot import plot_speed as plot
 
-    from passt_lib.study import style
-
-    fig, ax = style.figure("page", 2.4)
-    x = np.arange(len(table))
-    here = table["train_x_ast"].astype(float)
-    bars = ax.bar(x - 0.2, here, 0.4, label="measured here")
-    paper = [float(v) if v not in ("", None) else np.nan for v in table["paper_x_ast"]]
-    ax.bar(x + 0.2, paper, 0.4, label="paper (Titan RTX)")
-    # log scale: the CNNs run at a few hundredths of AST's speed on a CPU at this scale
-    ax.set_yscale("log")
-    ax.bar_label(bars, labels=[f"{v:.2g}" for v in here], fontsize=5, padding=1)
-    ax.axhline(1.0, color="gray", lw=0.6, ls=":")
-    ax.set_xticks(x, table["model"], rotation=30, ha="right")
-    ax.set_ylabel("training speed (x AST, log)")
-    ax.set_title("Table 1 replica: training throughput relative to AST")
-    ax.legend(loc="upper left")
-    return fig
+    return plot(table, gpu)

@@ -203,19 +203,40 @@ def _kernel_env(threads: int | None) -> Iterator[None]:
 _KERNELS: dict[tuple, object] = {}  # (kernel name, threads, cwd) -> a warm AsyncKernelManager
 
 
+def ipc_kernel_manager(kernel_name: str):
+    """A kernel manager whose kernel talks over IPC sockets in a private folder: no TCP ports,
+    so no "running over TCP without encryption" warning from every kernel."""
+    import tempfile
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    sockets = tempfile.mkdtemp(prefix="passt-study-kernel-")
+    return AsyncKernelManager(kernel_name=kernel_name, transport="ipc",
+                              ip=os.path.join(sockets, "kernel"))
+
+
+@contextlib.contextmanager
+def one_kernel(kernel_name: str) -> Iterator[object]:
+    """An IPC kernel for one notebook, shut down afterwards."""
+    import asyncio
+
+    km = ipc_kernel_manager(kernel_name)
+    try:
+        yield km
+    finally:
+        if km.has_kernel:
+            with contextlib.suppress(Exception):
+                asyncio.run(km.shutdown_kernel(now=True))
+
+
 def _kernel_manager(spec: RunSpec):
     """This process's warm kernel for ``spec`` (started by the first notebook that uses it,
     inside ``_kernel_env``, so it inherits the thread budget)."""
     key = (spec.kernel_name, spec.threads, spec.cwd)
     if key not in _KERNELS:
         import atexit
-        import tempfile
 
-        from jupyter_client.manager import AsyncKernelManager
-
-        sockets = tempfile.mkdtemp(prefix="passt-study-kernel-")
-        _KERNELS[key] = AsyncKernelManager(kernel_name=spec.kernel_name, transport="ipc",
-                                           ip=os.path.join(sockets, "kernel"))
+        _KERNELS[key] = ipc_kernel_manager(spec.kernel_name)
         if len(_KERNELS) == 1:  # at exit: of this process, or of a pool worker
             from multiprocessing import util
 
@@ -235,6 +256,9 @@ def _shutdown_kernels(keys=None) -> None:
 
 
 def _execute_notebook(spec: RunSpec, km=None) -> None:
+    if km is None:
+        with one_kernel(spec.kernel_name) as fresh:
+            return _execute_notebook(spec, fresh)
     import papermill
 
     papermill.execute_notebook(
@@ -247,7 +271,7 @@ def _execute_notebook(spec: RunSpec, km=None) -> None:
         log_output=False,
         request_save_on_cell_execute=True,
         execution_timeout=spec.execution_timeout,
-        **({"km": km} if km is not None else {}),
+        km=km,
     )
 
 

@@ -32,13 +32,13 @@ class Clip:
     scale: str
 
 
-def load_clip(scale: str = "embedded", preset: str = "passt-s", index: int = 0,
-              seed: int = 0) -> Clip:
-    """Clip ``index`` of the embedded eval split and its mel spectrogram (eval front-end)."""
+def load_clip(scale: str = "embedded", preset: str = "passt-s", index: int = 0) -> Clip:
+    """Clip ``index`` of the default embedded dataset's eval split (the one training uses) and
+    its mel spectrogram (eval front-end)."""
     from passt_lib.data import embedded, make_datasets
     from passt_lib.frontend import MelConfig, MelFrontend
 
-    data = embedded.ensure(scale, seed=seed, progress=False)
+    data = embedded.ensure(scale, progress=False)
     _, eval_ds = make_datasets(data)
     if not 0 <= index < len(eval_ds):
         raise ValueError(f"clip index {index} out of range: the eval split has {len(eval_ds)} clips")
@@ -55,15 +55,17 @@ def load_clip(scale: str = "embedded", preset: str = "passt-s", index: int = 0,
     return Clip(wave, data.sample_rate, str(name), tags, mel, mel_config, cfg, scale)
 
 
-def _show_mel(ax, mel: torch.Tensor, hop_s: float, title: str = "") -> None:
+def _show_mel(ax, mel: torch.Tensor, hop_s: float, title: str = "", vmin=None, vmax=None,
+              cmap: str | None = None):
     f, t = mel.shape
-    ax.imshow(mel.numpy(), origin="lower", aspect="auto", extent=(0, t, 0, f),
-              interpolation="nearest")
+    im = ax.imshow(mel.numpy(), origin="lower", aspect="auto", extent=(0, t, 0, f),
+                   interpolation="nearest", vmin=vmin, vmax=vmax, cmap=cmap)
     ax.set_xlabel(f"frame ({hop_s * 1000:.0f} ms hop)")
     ax.set_ylabel("mel bin")
     ax.grid(False)
     if title:
         ax.set_title(title)
+    return im
 
 
 def plot_clip(clip: Clip):
@@ -127,7 +129,7 @@ def plot_patchout(clip: Clip, seed: int = 0):
 
     s = clip.model_config
     u = preset_config("passt-u", clip.scale)
-    fig, axes = style.figure("page", 4.2, nrows=2)
+    fig, axes = style.figure("page", 4.4, nrows=2)
     hop_s = clip.mel_config.hop_length / clip.sample_rate
     for ax, cfg, kind in ((axes[0], s, "structured"), (axes[1], u, "unstructured")):
         keep = patchout_masks(cfg, seed)
@@ -136,14 +138,17 @@ def plot_patchout(clip: Clip, seed: int = 0):
                 f"frequency rows" if kind == "structured"
                 else f"drop {cfg.u_patchout} of {f * t} single patches")
         _show_mel(ax, clip.mel, hop_s, f"{kind} patchout: {what}; "
-                  f"{int(keep.sum())} of {f * t} patches kept")
+                  f"{int(keep.sum())} of {f * t} patches kept (hatched: dropped)", cmap="gray")
         fo, to = _patch_origins(cfg)
-        # Shade the stride cell of every dropped patch (patches overlap; cells tile the plane).
+        # Mark the stride cell of every dropped patch (patches overlap; cells tile the plane)
+        # in a colour and hatch that no spectrogram value can hide.
         for i in range(f):
             for j in range(t):
+                ax.add_patch(Rectangle((to[j], fo[i]), cfg.tstride, cfg.fstride, fill=False,
+                                       lw=0.5, ec="#56B4E9"))
                 if not keep[i, j]:
                     ax.add_patch(Rectangle((to[j], fo[i]), cfg.tstride, cfg.fstride, lw=0,
-                                           fc="black", alpha=0.6))
+                                           fc="#D55E00", alpha=0.55, hatch="///"))
     return fig
 
 
@@ -185,6 +190,7 @@ def plot_compression(clip: Clip, factor: int = 4):
 
     fig, axes = style.figure("page", 5.0, nrows=2, ncols=2)
     sr = clip.sample_rate
+    lo, hi = float(clip.mel.min()), float(clip.mel.max())  # one colour scale for all panels
     for ax, method in zip(axes.flat, ("full", *COMPRESSION_METHODS)):
         k = 1 if method == "full" else factor
         g = compressed_grid(clip.model_config, method, k, patchout="off")
@@ -199,11 +205,59 @@ def plot_compression(clip: Clip, factor: int = 4):
             hop = hop * k
         else:
             mel = clip.mel
-        _show_mel(ax, mel, hop / sr, f"{method} x{k}: {mel.shape[1]} frames, grid "
-                  f"{g.grid[0]}x{g.grid[1]} = {g.n_patches} patches")
+        name = {"full": "full resolution", "frame_shift": f"frame shift, k={k}",
+                "pool": f"pooling, k={k}", "patchify": f"patchify, k={k}"}[method]
+        im = _show_mel(ax, mel, hop / sr, f"{name}: {mel.shape[1]} frames, grid "
+                       f"{g.grid[0]}x{g.grid[1]} = {g.n_patches} patches", vmin=lo, vmax=hi)
         for j in range(g.grid[1]):  # outline the first row of patches
             ax.add_patch(Rectangle((j * g.stride[1], 0), g.patch[1], g.patch[0], fill=False,
-                                   lw=0.6, ec="white", alpha=0.8))
+                                   lw=0.8, ec="white"))
+    fig.colorbar(im, ax=axes, shrink=0.6, label="normalised log-mel (one scale for all)")
+    return fig
+
+
+def plot_encodings(clip: Clip, factor: int = 4, seed: int = 0):
+    """The disentangled positional encodings of the clip's model: the frequency encoding
+    (D x F) and the time encoding (D x T), what one dimension of the time encoding holds at
+    each time position, its crop for shorter input and its resampling for a coarse phase."""
+    from passt_lib.compression import resample_time_pos_embed
+    from passt_lib.model import PaSST
+
+    torch.manual_seed(seed)
+    model = PaSST(clip.model_config)
+    freq = model.freq_new_pos_embed.detach()[0, :, :, 0]  # (D, F)
+    time = model.time_new_pos_embed.detach()[0, :, 0, :]  # (D, T)
+    f, t = clip.model_config.grid
+    coarse = resample_time_pos_embed(model.time_new_pos_embed.detach(), max(t // factor, 1))
+    fig = style.figure("page", 4.6)[0]
+    fig.clf()
+    grid = fig.add_gridspec(2, 3, width_ratios=(1, 4, 4))
+    a_f, a_t, a_1 = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1:]), \
+        fig.add_subplot(grid[1, :])
+    lim = float(max(freq.abs().max(), time.abs().max()))
+    a_f.imshow(freq.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+               interpolation="nearest")
+    a_f.set(title=f"frequency (D x F = {freq.shape[0]} x {f})", xlabel="frequency patch",
+            ylabel="dimension", xticks=range(f))
+    im = a_t.imshow(time.numpy(), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                    interpolation="nearest")
+    a_t.set(title=f"time (D x T = {time.shape[0]} x {t}): added to every frequency row",
+            xlabel="time patch")
+    fig.colorbar(im, ax=[a_f, a_t], shrink=0.8)
+    for a in (a_f, a_t):
+        a.grid(False)
+    row = time[0].numpy()
+    short = max(t // 2, 1)
+    a_1.plot(np.arange(t), row, "o-", ms=2.5, label=f"full input: positions 0..{t - 1}")
+    a_1.plot(np.arange(short), row[:short], "s", ms=5, mfc="none",
+             label=f"shorter input ({short} patches): the first {short} (a random window in "
+                   "training)")
+    pos = (np.arange(coarse.shape[-1]) + 0.5) * t / coarse.shape[-1] - 0.5  # cell centres
+    a_1.plot(pos, coarse[0, 0, 0].numpy(), "D-", ms=3,
+             label=f"coarse phase, k={factor}: resampled to {coarse.shape[-1]} positions")
+    a_1.set(xlabel="time position", ylabel="dimension 0",
+            title="one dimension of the time encoding: cropped, and resampled between phases")
+    a_1.legend(fontsize=6, loc="upper right")
     return fig
 
 
