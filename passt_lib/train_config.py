@@ -135,6 +135,9 @@ class TrainConfig:
             object.__setattr__(self, "data_overrides", {})
 
     def _check_values(self) -> None:
+        from passt_lib.registry import model_info
+
+        model_info(self.model)  # an unknown model is named before any data is built
         if self.embedded_task not in ("mixtures", "keywords"):
             raise ValueError(f"embedded_task must be 'mixtures' or 'keywords'; got "
                              f"{self.embedded_task!r}")
