@@ -11,10 +11,11 @@ parameters return the cached copy. Layout of ``root/embedded-<task>-<hash>/``:
   ``params.json``, and ``COMPLETE`` written last (the directory is renamed into place).
 
 Tasks:
-- ``mixtures`` (multi-label, AudioSet analogue): each clip mixes 1-4 tags (instruments from
-  GM soundfonts, drum classes from Hydrogen kits, speech), each with several events at
-  random onsets and gains, over a noise floor. Eval holds out whole sources: one
-  soundfont, several drum kits, several voices.
+- ``mixtures`` (multi-label, AudioSet analogue): each clip mixes 1 or 2 tags (``max_tags``;
+  instruments from GM soundfonts, drum classes from Hydrogen kits, speech), each with several
+  events at random onsets and gains (``min_gain_db`` to 0 dB), over a noise floor
+  (``max_noise_db``). Eval holds out whole sources: one soundfont, several drum kits, several
+  voices.
 - ``keywords`` (single-label, Speech Commands analogue): one spoken digit per clip, train
   and eval voices disjoint; ``test_mp3.hdf`` holds real human digits from
   ``asterisk-core-sounds-en-wav`` when installed.
