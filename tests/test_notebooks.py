@@ -204,7 +204,8 @@ def test_figures_notebook_and_cli_are_byte_stable(smoke_runs, kernel, tmp_path):
         kernel_name=kernel, cwd=str(ROOT), progress_bar=False)
     pngs = sorted((out / "figures").glob("*.png"))
     assert {p.stem for p in pngs} >= {"patchout_accuracy_vs_speed", "c2f_accuracy_vs_flops",
-                                      "table1_speed", "scaling"}
+                                      "table1_speed", "scaling", "patchout_learning_curves",
+                                      "c2f_learning_curves"}  # drawn from the runs' histories
     assert all(p.with_suffix(".pdf").exists() for p in pngs)
     table = (out / "tables" / "patchout.csv").read_text()
     assert table.startswith("# source: 3 runs; commits ")
