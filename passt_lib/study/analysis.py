@@ -71,7 +71,8 @@ def patchout_label(preset: str, patchout: str, amount: float, dropped: float) ->
 
 def patchout_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per setting (preset, patchout, amount): means over seeds, and the paired
-    comparison with PaSST-B without patchout (mAP difference; speed-up minus 1)."""
+    comparison with PaSST-B without patchout (mAP difference; speed-up minus 1; mAP against
+    PaSST-B's after the same training FLOPs)."""
     if runs.empty:
         return pd.DataFrame()
     runs = runs.copy()
@@ -93,6 +94,7 @@ def patchout_table(runs: pd.DataFrame) -> pd.DataFrame:
         row["map_diff"] = None if row["is_baseline"] else paired(_by_seed(g, "eval_map"),
                                                                   base_map)
         row["speedup_diff"] = None if row["is_baseline"] else paired(speed, {s: 0.0 for s in speed})
+        row["map_equal_flops"] = None if row["is_baseline"] else map_at_equal_cost(g, base)
         rows.append(row)
     out = pd.DataFrame(rows)
     order = {"none": 0, "preset": 1}
@@ -108,8 +110,7 @@ def c2f_table(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame()
     runs = runs.copy()
-    runs["schedule_used"] = runs["_metrics"].map(
-        lambda m: m.get("schedule") or f"full:{m.get('epochs')}")
+    runs["schedule_used"] = runs["_metrics"].map(schedule_used)
     rows = []
     for (preset, method, schedule), g in runs.groupby(["preset", "method", "schedule_used"],
                                                       sort=False):
@@ -125,6 +126,7 @@ def c2f_table(runs: pd.DataFrame) -> pd.DataFrame:
                if method != "none" else None,
                "time_saving": paired({s: 1 - v for s, v in time.items()},
                                      {s: 0.0 for s in time}) if method != "none" else None,
+               "map_equal_flops": map_at_equal_cost(g, base) if method != "none" else None,
                "n_phases": schedule.count(",") + 1}
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -155,6 +157,34 @@ def c2f_verdict(row) -> str:
 
 
 # ----------------------------------------------------------------------------- learning curves
+def map_at_equal_cost(setting: pd.DataFrame, baseline: pd.DataFrame,
+                      cost: str = "train_flops") -> Paired | None:
+    """Seed by seed: the setting's final eval mAP minus the baseline's eval mAP after the same
+    cumulative training ``cost`` ("train_flops" or "train_seconds"), interpolated linearly
+    between the baseline's epoch ends (a seed whose cost falls outside the baseline's curve
+    is left out, not extrapolated). The comparison the papers' "cheaper training" implies:
+    what the same budget buys."""
+    def hist(df):
+        return {int(s): m.get("history") or [] for s, m in zip(df["seed"], df["_metrics"])}
+
+    base, diffs_setting, diffs_base = hist(baseline), {}, {}
+    for seed, h in hist(setting).items():
+        b = base.get(seed)
+        if not h or not b or any(cost not in r for r in (*h, *b)):
+            continue
+        x = np.cumsum([r[cost] for r in b])
+        budget = float(sum(r[cost] for r in h))
+        if x[0] <= budget <= x[-1]:
+            diffs_setting[seed] = float(h[-1].get("eval_map", np.nan))
+            diffs_base[seed] = float(np.interp(budget, x, [r.get("eval_map", np.nan) for r in b]))
+    return paired(diffs_setting, diffs_base)
+
+
+def schedule_used(metrics: dict) -> str:
+    """The phase schedule a run trained with; fine-only training reads ``full:EPOCHS``."""
+    return metrics.get("schedule") or f"full:{metrics.get('epochs')}"
+
+
 def learning_curves(runs: pd.DataFrame, group: list[str]) -> list[dict]:
     """Per setting: cumulative training seconds and FLOPs at each epoch's end and the eval mAP
     there, as means over seeds with the min and max over seeds."""

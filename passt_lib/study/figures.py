@@ -33,6 +33,7 @@ from passt_lib.study.analysis import (
     learning_curves,
     load_runs,
     patchout_table,
+    schedule_used,
 )
 from passt_lib.study.env import REPO_ROOT
 from passt_lib.study.stats import MARGIN
@@ -100,8 +101,6 @@ def _legend_below(ax, ncol: int = 2) -> None:
               frameon=False)
 
 
-def _note(fig, text: str) -> None:
-    fig.text(0.01, 0.005, text, fontsize=5.5, color="0.35", ha="left", va="bottom")
 
 
 # ----------------------------------------------------------------------------- patchout
@@ -122,7 +121,7 @@ def patchout_figure(po: pd.DataFrame, context: str):
     ax.set_ylabel("eval mAP (mean ± sd over seeds)")
     ax.set_title("Patchout: accuracy against training speed-up")
     _legend_below(ax, ncol=1)
-    _note(fig, context)
+    style.note(fig, context)
     return fig
 
 
@@ -136,11 +135,15 @@ def c2f_figure(c2f: pd.DataFrame, x: str, context: str):
     if len(fine):
         _baseline_band(ax, float(fine["eval_map_mean"].iloc[0]), "fine-only")
     _prior_line(ax, float(rows["prior_map_mean"].mean()) if "prior_map_mean" in rows else np.nan)
-    for i, (_, r) in enumerate(rows[rows["method"] != "none"].iterrows()):
+    schedules = rows[rows["method"] != "none"]
+    # Schedules of one plan share their FLOPs: spread them sideways so that none hides another.
+    dodge = 0.008 if x == "flops_rel" else 0.0
+    for i, (_, r) in enumerate(schedules.iterrows()):
         v = c2f_verdict(r)
         label = (f"{METHOD_NAMES.get(r['method'], r['method'])}, {r['n_phases']} phases: {v} "
                  f"(n={r['n_seeds']})")
-        ax.errorbar(r[f"{x}_mean"], r["eval_map_mean"], yerr=r["eval_map_std"],
+        ax.errorbar(r[f"{x}_mean"] + dodge * (i - (len(schedules) - 1) / 2),
+                    r["eval_map_mean"], yerr=r["eval_map_std"],
                     marker=MARKERS.get(r["method"], "o"), fillstyle=VERDICT_FILL[v], capsize=2,
                     lw=0.8, ls="none", color=f"C{i}", label=label)
     ax.axvline(1.0, color="0.6", lw=0.6, ls=":")
@@ -149,27 +152,39 @@ def c2f_figure(c2f: pd.DataFrame, x: str, context: str):
     ax.set_ylabel("eval mAP (mean ± sd over seeds)")
     ax.set_title(f"Coarse-to-fine: accuracy against {what}")
     _legend_below(ax, ncol=1)
-    _note(fig, context + "; filled: reproduced, half: inconclusive, open: not reproduced")
+    style.note(fig, context + "; filled: reproduced, half: inconclusive, open: not reproduced"
+               + ("; points spread sideways by 0.008 to stay apart" if dodge else ""))
     return fig
 
 
-def learning_figure(curves: list[dict], labels: dict, title: str, context: str):
+def learning_figure(curves: list[dict], styles: dict, title: str, context: str):
     """Eval mAP against cumulative training wall time and FLOPs, one curve per setting (mean
-    over seeds, band: min to max over seeds)."""
-    fig, axes = style.figure("page", 2.7, ncols=2)
-    for i, c in enumerate(curves):
-        label = f"{labels.get(c['key'], ' '.join(map(str, c['key'])))} (n={c['n']})"
+    over seeds, band: min to max over seeds). ``styles`` maps a curve's key to its (label,
+    colour), in the order of the legend: the colours of the setting's other figures."""
+    fig, grid = style.figure("page", 3.2, nrows=2, ncols=2, sharey="row",
+                             gridspec_kw={"height_ratios": [1, 0.14]})
+    axes = grid[0]
+    for ax in grid[1]:
+        ax.remove()
+    legend_ax = fig.add_subplot(grid[0, 0].get_gridspec()[1, :])  # a row under both panels
+    legend_ax.axis("off")
+    order = {k: i for i, k in enumerate(styles)}
+    for c in sorted(curves, key=lambda c: order.get(c["key"], len(order))):
+        label, color = styles.get(c["key"], (" ".join(map(str, c["key"])), "0.5"))
         for ax, x, scale in ((axes[0], c["seconds"], 1.0), (axes[1], c["flops"], 1e-12)):
-            ax.plot(x * scale, c["map"], marker="o", ms=2.5, color=f"C{i}", label=label)
-            ax.fill_between(x * scale, c["map_low"], c["map_high"], color=f"C{i}", alpha=0.15,
+            ax.plot(x * scale, c["map"], marker="o", ms=2.5, color=color,
+                    label=f"{label} (n={c['n']})")
+            ax.fill_between(x * scale, c["map_low"], c["map_high"], color=color, alpha=0.15,
                             lw=0)
     axes[0].set_xlabel("cumulative training wall time (s)")
     axes[1].set_xlabel("cumulative training TFLOPs (analytic)")
-    for ax in axes:
-        ax.set_ylabel("eval mAP (mean; band: min-max over seeds)")
-    fig.suptitle(title, fontsize=8)
-    axes[1].legend(fontsize=6, loc="lower right")
-    _note(fig, context)
+    axes[0].set_ylabel("eval mAP after each epoch")
+    axes[0].set_title("against wall time", fontsize=7)
+    axes[1].set_title("against FLOPs", fontsize=7)
+    fig.suptitle(f"{title} (lines: mean over seeds; bands: min to max)", fontsize=8)
+    legend_ax.legend(*axes[0].get_legend_handles_labels(), loc="center", ncols=2, fontsize=6,
+                     frameon=False)
+    style.note(fig, context)
     return fig
 
 
@@ -190,8 +205,17 @@ def scaling_figure(df: pd.DataFrame):
 
 # ----------------------------------------------------------------------------- all
 def _context(runs: pd.DataFrame, what: str) -> str:
+    """What a reader needs beside the axes: the models, the scale's size and budget, and where
+    the runs trained."""
+    from passt_lib.model import WIDTHS
+    from passt_lib.scales import get_scale
+
     env = runs.iloc[0]["_metrics"] if len(runs) else {}
-    return (f"{what}; scale {runs.iloc[0]['scale'] if len(runs) else '?'}, "
+    scale = get_scale(runs.iloc[0]["scale"]) if len(runs) else None
+    size = "" if scale is None else (
+        f" ({WIDTHS[scale.width][0]} wide, depth {scale.depth or 12}, {scale.epochs} epochs, "
+        f"{scale.n_train} train / {scale.n_eval} eval clips)" if scale.n_train else "")
+    return (f"{what}; scale {scale.name if scale else '?'}{size}; trained on "
             f"{env.get('device', '?')}, {env.get('precision', '?')}")
 
 
@@ -225,14 +249,15 @@ def _render_patchout(po_runs, fig_dir, tab_dir, made, sources) -> pd.DataFrame:
     src = sources["patchout"] = provenance(po_runs)
     po = patchout_table(po_runs)
     made["tables"].append(write_table(po, tab_dir / "patchout.csv", src))
-    ctx = _context(po_runs, "PaSST-B base, patchout on its grid")
+    ctx = _context(po_runs, "patchout settings applied to PaSST-B (PaSST-S: its own)")
     made["figures"].append(style.save(patchout_figure(po, ctx),
                                       fig_dir / "patchout_accuracy_vs_speed", source=src)[0])
-    labels = {(r.preset, r.patchout, r.amount): r.label for r in po.itertuples()}
+    styles = {(r.preset, r.patchout, r.amount): (r.label, f"C{i}")  # as patchout_figure
+              for i, r in enumerate(po.itertuples())}
     curves = learning_curves(po_runs, ["preset", "patchout", "amount"])
     if curves:
         made["figures"].append(style.save(learning_figure(
-            curves, labels, "Patchout: learning curves", ctx),
+            curves, styles, "Patchout: learning curves", ctx),
             fig_dir / "patchout_learning_curves", source=src)[0])
     return po
 
@@ -243,19 +268,22 @@ def _render_c2f(c2f_runs, fig_dir, tab_dir, made, sources) -> pd.DataFrame:
     src = sources["coarse_to_fine"] = provenance(c2f_runs)
     c2f = c2f_table(c2f_runs)
     made["tables"].append(write_table(c2f, tab_dir / "coarse_to_fine.csv", src))
-    ctx = _context(c2f_runs, "PaSST-S, k=4 then full resolution")
+    ctx = _context(c2f_runs, "PaSST-S, coarse phases at k=4 (3 phases: k=4, 2), then full resolution")
     for x, stem in (("flops_rel", "c2f_accuracy_vs_flops"), ("time_rel", "c2f_accuracy_vs_time")):
         made["figures"].append(style.save(c2f_figure(c2f, x, ctx), fig_dir / stem,
                                           source=src)[0])
-    runs = c2f_runs.assign(schedule_used=c2f_runs["_metrics"].map(
-        lambda m: m.get("schedule") or "fine-only"))
+    runs = c2f_runs.assign(schedule_used=c2f_runs["_metrics"].map(schedule_used))
     runs = runs[runs["preset"] == "passt-s"]
-    labels = {(r.method, r.schedule_used): f"{METHOD_NAMES.get(r.method, r.method)}: "
-              f"{r.schedule_used}" for r in runs.itertuples()}
+    rows = c2f[c2f["preset"] == "passt-s"]
+    styles = {(r.method, r.schedule_used): (f"fine-only: {r.schedule_used}", "0.2")
+              for r in rows[rows["method"] == "none"].itertuples()}
+    styles.update({(r.method, r.schedule_used): (  # the colours of c2f_figure
+        f"{METHOD_NAMES.get(r.method, r.method)}: {r.schedule_used}", f"C{i}")
+        for i, r in enumerate(rows[rows["method"] != "none"].itertuples())})
     curves = learning_curves(runs, ["method", "schedule_used"])
     if curves:
         made["figures"].append(style.save(learning_figure(
-            curves, labels, "Coarse-to-fine (PaSST-S): learning curves", ctx),
+            curves, styles, "Coarse-to-fine (PaSST-S): learning curves", ctx),
             fig_dir / "c2f_learning_curves", source=src)[0])
     return c2f
 

@@ -30,6 +30,7 @@ def _bars(ax, table: pd.DataFrame, title: str, paper: bool = True) -> None:
                for v in table["paper_x_ast"]]
         ax.bar(x + 0.2, ref, 0.4, label="paper (Titan RTX, full size)")
     ax.set_yscale("log")
+    style.plain_log_ticks(ax.yaxis)
     ax.bar_label(bars, labels=[f"{v:.2g}" for v in here], fontsize=5, padding=1)
     ax.axhline(1.0, color="gray", lw=0.6, ls=":")
     ax.set_xticks(x, table["model"], rotation=30, ha="right")
@@ -43,24 +44,28 @@ def plot_speed(table: pd.DataFrame, gpu: pd.DataFrame | None = None):
     ncols = 2 if gpu is not None else 1
     fig, axes = style.figure("page", 2.9, ncols=ncols, squeeze=False)
     scale = table["scale"].iloc[0] if "scale" in table else "?"
-    _bars(axes[0, 0], table, f"This machine, {scale} scale (bars: step spread)")
+    where = (f"{table['device'].iloc[0]}, {table['precision'].iloc[0]}"
+             if {"device", "precision"} <= set(table) else "this machine")
+    _bars(axes[0, 0], table, f"{where}, {scale} scale, batch {table['batch'].iloc[0]}"
+                             if "batch" in table else f"{where}, {scale} scale")
     axes[0, 0].legend(fontsize=6, loc="upper left")
     if gpu is not None:
         gpu = gpu.assign(paper_x_ast=gpu["paper_x_ast"].fillna(""))
         _bars(axes[0, 1], gpu, f"One H200, paper size, batch {int(gpu['batch'].iloc[0])}, "
                                f"{gpu['precision'].iloc[0]}")
     if scale != "paper":
-        fig.text(0.01, 0.005, "At the small scales the transformers are tiny (width 192, depth 4, "
-                 "2 s clips) while the CNNs keep their full width, so the CNNs' speed relative to "
-                 "AST here is not the paper's (CNN14: 5.7x there).", fontsize=5.5, color="0.35")
-    fig.suptitle("Table 1 replica: training throughput relative to AST", fontsize=8)
+        style.note(fig, "At the small scales the transformers are tiny (width 192, depth 4, "
+                   "2 s clips) while the CNNs keep their full width, so the CNNs' speed relative "
+                   "to AST here is not the paper's (CNN14: 5.7x there).")
+    fig.suptitle("Table 1 replica: training throughput relative to AST (bars: spread of the "
+                 "timed steps)", fontsize=8)
     return fig
 
 
 def plot_scaling(df: pd.DataFrame):
     """Training step time and memory per sample against clip length, log-log, per model, with
     guides proportional to the length and its square through one pinned point."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = style.figure("page", 2.6, ncols=2)
     for name, r in df.groupby("model", sort=False):
@@ -77,9 +82,7 @@ def plot_scaling(df: pd.DataFrame):
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.xaxis.set_minor_formatter(NullFormatter())
         # 1-2-5 ticks, so that a range narrower than a decade still gets labels
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        style.plain_log_ticks(ax.yaxis)
         ax.set_xlabel("clip length (s)")
         ax.set_ylabel(label)
         ylim = ax.get_ylim()  # the guides must not stretch the axes

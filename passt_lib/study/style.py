@@ -38,6 +38,26 @@ def figure(width: str | float = "column", height: float | None = None, **kwargs)
                         **kwargs)
 
 
+def note(fig, text: str, fontsize: float = 5.5) -> None:
+    """A grey note at the bottom left of ``fig``, wrapped to the figure's width; the layout
+    makes room for it (it is the figure's ``supxlabel``), so it never covers a legend."""
+    import textwrap
+
+    chars = int(fig.get_figwidth() * 72 / (0.55 * fontsize))  # average glyph ~0.55 em
+    fig.supxlabel(textwrap.fill(text, chars), x=0.01, ha="left", fontsize=fontsize,
+                  color="0.35", linespacing=1.2)
+
+
+def plain_log_ticks(axis) -> None:
+    """1-2-5 tick labels written as plain numbers ("0.5", "2", "20") on a log axis, so that a
+    range narrower than a decade still gets readable labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def save(fig, stem: str | Path, *, formats: tuple[str, ...] = ("png", "pdf"),
          source: str | None = None, close: bool = True) -> list[Path]:
     """Write ``stem.<fmt>`` for each format, byte-stable; ``source`` goes into the metadata."""

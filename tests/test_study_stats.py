@@ -1,0 +1,68 @@
+"""The study's statistics: paired intervals over seeds, the verdict rule, equal-budget mAP."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from passt_lib.study.analysis import map_at_equal_cost, schedule_used
+from passt_lib.study.stats import MARGIN, Paired, paired, t975, verdict
+
+
+def test_paired_interval_is_the_t_interval_of_the_per_seed_differences():
+    setting = {0: 0.30, 1: 0.35, 2: 0.31, 3: 0.40}
+    baseline = {0: 0.28, 1: 0.30, 2: 0.33, 3: 0.36, 9: 0.99}  # seed 9: not in both, left out
+    p = paired(setting, baseline)
+    d = [0.02, 0.05, -0.02, 0.04]
+    mean = sum(d) / 4
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 3)
+    half = 3.182 * sd / 2  # t(0.975, 3) * sd / sqrt(4)
+    assert p.n == 4 and p.mean == pytest.approx(mean)
+    assert (p.low, p.high) == (pytest.approx(mean - half), pytest.approx(mean + half))
+    assert p.half_width == pytest.approx(half)
+    assert paired({0: 0.3}, {0: 0.2}) is None  # one seed: no interval
+
+
+def test_t_quantiles_and_their_limits():
+    assert t975(1) == 12.706 and t975(7) == 2.365 and t975(100) == 1.96
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        t975(0)
+
+
+@pytest.mark.parametrize("low, high, kind, want", [
+    (-0.01, 0.03, "accuracy", "reproduced"),        # no loss larger than the margin
+    (-0.09, -0.03, "accuracy", "not reproduced"),   # a loss larger than the margin, surely
+    (-0.05, 0.01, "accuracy", "inconclusive"),      # straddles -MARGIN
+    (0.05, 0.10, "saving", "reproduced"),
+    (-0.10, -0.01, "saving", "not reproduced"),
+    (-0.01, 0.10, "saving", "inconclusive"),
+])
+def test_verdict_rule(low, high, kind, want):
+    assert MARGIN == 0.02
+    assert verdict(Paired((low + high) / 2, low, high, 8, 0.01), kind) == want
+
+
+def _runs(curves: dict[int, list[tuple[float, float]]]) -> pd.DataFrame:
+    """Runs whose histories are (train_flops of the epoch, eval_map after it) per seed."""
+    return pd.DataFrame({"seed": list(curves), "_metrics": [
+        {"history": [{"train_flops": f, "eval_map": m} for f, m in h]} for h in curves.values()]})
+
+
+def test_map_at_equal_cost_interpolates_the_baseline_seed_by_seed():
+    # baseline: 10 FLOPs an epoch, mAP 0.1, 0.2, 0.3; the setting spends 15 (seed 0) and
+    # 25 (seed 1) in all, and ends at 0.40 / 0.30
+    base = _runs({0: [(10, 0.1), (10, 0.2), (10, 0.3)], 1: [(10, 0.1), (10, 0.2), (10, 0.3)],
+                  2: [(10, 0.1), (10, 0.2)]})
+    setting = _runs({0: [(5, 0.2), (10, 0.40)], 1: [(20, 0.1), (5, 0.30)],
+                     2: [(50, 0.5)]})  # seed 2 spends more than its baseline's curve: left out
+    p = map_at_equal_cost(setting, base)
+    assert p.n == 2
+    assert p.mean == pytest.approx(((0.40 - 0.15) + (0.30 - 0.25)) / 2)
+    # without per-epoch costs there is nothing to compare
+    no_cost = pd.DataFrame({"seed": [0, 1], "_metrics": [{"history": [{"eval_map": 0.1}]}] * 2})
+    assert map_at_equal_cost(no_cost, base) is None
+
+
+def test_schedule_used_names_fine_only_training_by_its_epochs():
+    assert schedule_used({"schedule": "pool:4x3,full:3", "epochs": 6}) == "pool:4x3,full:3"
+    assert schedule_used({"schedule": None, "epochs": 6}) == "full:6"
