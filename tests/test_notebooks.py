@@ -263,7 +263,7 @@ def test_figures_from_stored_runs_only_count_finished_ones(tmp_path):
     report = made["report"].read_text()
     # paired per seed: speed-ups 1.80 and 1.82; mAP differences +0.02 and -0.04
     assert "| structured patchout (59% dropped) | 62 | 181.0 ± 1.4 | 1.81x [" in report
-    assert "| -0.010 [-0.391, +0.371] | inconclusive | 2 |" in report
+    assert "| -0.010 [-0.391, +0.371] | inconclusive | - | 2 |" in report  # no histories: no equal-FLOPs column
     assert "95% Student t interval" in report
     assert "No coarse-to-fine runs found" in report and "No speed run found" in report
     assert (tmp_path / "out/tables/patchout.csv").read_text().startswith(

@@ -50,7 +50,6 @@ def plot_speed(table: pd.DataFrame, gpu: pd.DataFrame | None = None):
                              if "batch" in table else f"{where}, {scale} scale")
     axes[0, 0].legend(fontsize=6, loc="upper left")
     if gpu is not None:
-        gpu = gpu.assign(paper_x_ast=gpu["paper_x_ast"].fillna(""))
         _bars(axes[0, 1], gpu, f"One H200, paper size, batch {int(gpu['batch'].iloc[0])}, "
                                f"{gpu['precision'].iloc[0]}")
     if scale != "paper":
