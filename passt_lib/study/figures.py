@@ -97,7 +97,7 @@ def _prior_line(ax, prior: float) -> None:
 
 
 def _legend_below(ax, ncol: int = 2) -> None:
-    ax.legend(fontsize=6, ncol=ncol, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+    ax.legend(fontsize=6, ncol=ncol, loc="upper center", bbox_to_anchor=(0.5, -0.27),
               frameon=False)
 
 
@@ -118,10 +118,10 @@ def patchout_figure(po: pd.DataFrame, context: str):
                     color=f"C{i}", label=f"{r['label']}, n={r['n_seeds']}")
     ax.axvline(1.0, color="0.6", lw=0.6, ls=":")
     ax.set_xlabel("training speed-up over no patchout (x, same seeds)")
-    ax.set_ylabel("eval mAP (mean ± sd over seeds)")
+    ax.set_ylabel("eval mAP (mean ± sd)")
     ax.set_title("Patchout: accuracy against training speed-up")
     _legend_below(ax, ncol=1)
-    style.note(fig, context)
+    style.note(fig, context + "; bars: sd over seeds")
     return fig
 
 
@@ -148,11 +148,13 @@ def c2f_figure(c2f: pd.DataFrame, x: str, context: str):
                     lw=0.8, ls="none", color=f"C{i}", label=label)
     ax.axvline(1.0, color="0.6", lw=0.6, ls=":")
     what = "training FLOPs" if x == "flops_rel" else "training wall time"
-    ax.set_xlabel(f"{what} relative to fine-only (same seeds)")
-    ax.set_ylabel("eval mAP (mean ± sd over seeds)")
-    ax.set_title(f"Coarse-to-fine: accuracy against {what}")
+    ax.set_xlabel(f"{what} relative to fine-only")
+    ax.set_ylabel("eval mAP (mean ± sd)")
+    ax.set_title(f"Coarse-to-fine: mAP against {what}")
     _legend_below(ax, ncol=1)
-    style.note(fig, context + "; filled: reproduced, half: inconclusive, open: not reproduced"
+    style.note(fig, context + "; costs relative to fine-only training with the same seeds; bars: sd "
+               "over seeds; filled: reproduced, half: inconclusive, "
+               "open: not reproduced"
                + ("; points spread sideways by 0.008 to stay apart" if dodge else ""))
     return fig
 

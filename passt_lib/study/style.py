@@ -63,6 +63,9 @@ def save(fig, stem: str | Path, *, formats: tuple[str, ...] = ("png", "pdf"),
     """Write ``stem.<fmt>`` for each format, byte-stable; ``source`` goes into the metadata."""
     stem = Path(stem)
     out = []
+    # Constrained layout settles in two passes when a wide title, a legend under the axes and
+    # a note all compete for room (one pass can leave the y label past the left edge).
+    fig.canvas.draw()
     for fmt in formats:
         if fmt == "pdf":
             meta = {"CreationDate": None, "Producer": None, "Creator": "passt-study"}
