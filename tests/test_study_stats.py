@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from passt_lib.study.analysis import map_at_equal_cost, schedule_used
-from passt_lib.study.stats import MARGIN, Paired, paired, t975, verdict
+from passt_lib.study.stats import MARGIN, Paired, paired, seeds_for_half_width, t975, verdict
 
 
 def test_paired_interval_is_the_t_interval_of_the_per_seed_differences():
@@ -21,6 +21,22 @@ def test_paired_interval_is_the_t_interval_of_the_per_seed_differences():
     assert (p.low, p.high) == (pytest.approx(mean - half), pytest.approx(mean + half))
     assert p.half_width == pytest.approx(half)
     assert paired({0: 0.3}, {0: 0.2}) is None  # one seed: no interval
+
+
+def _diffs_with_sd(k: int, sd: float) -> dict[int, float]:
+    z = [float(i) for i in range(k)]
+    m = sum(z) / k
+    scale = sd / math.sqrt(sum((x - m) ** 2 for x in z) / (k - 1))
+    return {i: (x - m) * scale for i, x in enumerate(z)}
+
+
+def test_seeds_for_a_half_width_match_the_interval_paired_gives():
+    n = seeds_for_half_width(0.041, 0.02)
+    assert n == 19
+    half = {k: paired(_diffs_with_sd(k, 0.041), dict.fromkeys(range(k), 0.0)).half_width
+            for k in (n - 1, n)}
+    assert half[n] <= 0.02 < half[n - 1]  # the fewest seeds that reach the target
+    assert seeds_for_half_width(1.0, 0.001) is None
 
 
 def test_t_quantiles_and_their_limits():

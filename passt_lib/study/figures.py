@@ -101,8 +101,6 @@ def _legend_below(ax, ncol: int = 2) -> None:
               frameon=False)
 
 
-
-
 # ----------------------------------------------------------------------------- patchout
 def patchout_figure(po: pd.DataFrame, context: str):
     """Eval mAP against the training speed-up over PaSST-B without patchout, one marker per
@@ -215,7 +213,8 @@ def _context(runs: pd.DataFrame, what: str) -> str:
     env = runs.iloc[0]["_metrics"] if len(runs) else {}
     scale = get_scale(runs.iloc[0]["scale"]) if len(runs) else None
     size = "" if scale is None else (
-        f" ({WIDTHS[scale.width][0]} wide, depth {scale.depth or 12}, {scale.epochs} epochs, "
+        f" ({WIDTHS[scale.width][0]} wide, depth {scale.depth or WIDTHS[scale.width][1]}, "
+        f"{scale.epochs} epochs, "
         f"{scale.n_train} train / {scale.n_eval} eval clips)" if scale.n_train else "")
     return (f"{what}; scale {scale.name if scale else '?'}{size}; trained on "
             f"{env.get('device', '?')}, {env.get('precision', '?')}")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from passt_lib.study.analysis import METHOD_NAMES, accuracy_verdict, c2f_verdict
-from passt_lib.study.stats import MARGIN, Paired, t975, verdict
+from passt_lib.study.stats import MARGIN, Paired, seeds_for_half_width, verdict
 
 
 def _fmt(v, spec=".3f") -> str:
@@ -134,7 +134,7 @@ def _seeds_needed(rows: pd.DataFrame, target: float = MARGIN) -> str:
     if not sds:
         return ""
     sd = max(sds)
-    n = next((n for n in range(2, 1000) if t975(n - 1) * sd / np.sqrt(n) <= target), None)
+    n = seeds_for_half_width(sd, target)
     return (f"; at the measured spread of the per-seed differences (sd up to {sd:.3f}) a "
             f"half-width of {target} would take about {n} seeds") if n else ""
 

@@ -75,6 +75,13 @@ def paired(setting: Mapping[int, float], baseline: Mapping[int, float]) -> Paire
     return Paired(mean, mean - half, mean + half, len(diffs), sd)
 
 
+def seeds_for_half_width(sd: float, target: float) -> int | None:
+    """The fewest seeds whose 95% t interval (as :func:`paired` computes it) is at most
+    ``target`` wide on each side, for per-seed differences with standard deviation ``sd``;
+    None beyond 1,000 seeds."""
+    return next((n for n in range(2, 1001) if t975(n - 1) * sd / math.sqrt(n) <= target), None)
+
+
 def verdict(p: Paired | None, kind: str = "accuracy", margin: float = MARGIN) -> str:
     """reproduced / not reproduced / inconclusive for ``p`` (see the module doc).
 
