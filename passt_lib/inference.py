@@ -141,7 +141,9 @@ class AudioTagger(nn.Module):
         logits = torch.cat([self.model(w) for w in windows.split(batch_size)]).float()
         logits = logits.view(mel.shape[0], len(starts), -1).cpu()  # (B, W, C)
         s = self.scores(logits)
-        return TagPrediction(logits, starts * self.frame_seconds, ends * self.frame_seconds, s,
+        seconds = wave.shape[-1] / self.sample_rate  # the last frame reaches past the audio
+        return TagPrediction(logits, starts * self.frame_seconds,
+                             (ends * self.frame_seconds).clamp(max=seconds), s,
                              s.mean(dim=1), s.amax(dim=1))
 
     @classmethod

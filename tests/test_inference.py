@@ -66,6 +66,9 @@ def test_checkpoints_describe_themselves(trained):
     wave = 0.1 * torch.randn(2, SR)
     with torch.no_grad():
         assert m(wave).shape == (2, 4)
+    # a clip shorter than the window: its one window ends where the audio does, not a frame later
+    short = m.predict(0.1 * torch.randn(int(0.422 * SR)))
+    assert short.end_seconds.tolist() == [pytest.approx(0.422)]
     # the same weights as the trained model, from the file alone
     res_model = T.load_checkpoint(path)["model"]
     assert all(torch.equal(v, res_model[k]) for k, v in m.model.state_dict().items())
