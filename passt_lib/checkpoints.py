@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 
@@ -40,15 +43,20 @@ DEIT_NAME = "deit_base_distilled_patch16_384"
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Write a training state (any picklable dict of tensors and plain values) atomically."""
+    """Write a training state atomically: tensors and plain containers only (dict, list, tuple,
+    str, int, float, bool, None), so that :func:`load_checkpoint` reads it without unpickling
+    code. Anything else is an error naming where it sits."""
+    _check_plain(state, "state")
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A training state written by :func:`save_checkpoint` (our own file: full unpickling)."""
-    state = torch_load(path, weights_only=False)
+    """A training state written by :func:`save_checkpoint`, read with ``weights_only=True``: a
+    file holding any other Python object is refused, never run (see :func:`convert_checkpoint`
+    for files of older versions)."""
+    state = torch_load(path, weights_only=True)
     if not isinstance(state, Mapping) or "model" not in state:
         raise ValueError(f"{os.fspath(path)} is a PyTorch file but not a training checkpoint "
                          f"of passt-study (no 'model' entry)")
@@ -56,7 +64,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 
 def torch_load(path: str | os.PathLike, *, weights_only: bool = True):
-    """``torch.load`` onto the CPU; a missing, truncated or foreign file is an error naming it."""
+    """``torch.load`` onto the CPU; a missing, truncated or foreign file is an error naming it.
+
+    Only :func:`convert_checkpoint` with ``trust=True`` passes ``weights_only=False``.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
@@ -66,15 +77,133 @@ def torch_load(path: str | os.PathLike, *, weights_only: bool = True):
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" in str(exc):
-            raise ValueError(f"checkpoint {path!r} holds Python objects besides tensors, which "
-                             f"are not loaded from files for safety; save its state_dict() and "
-                             f"load that") from exc
+            raise ValueError(
+                f"checkpoint {path!r} holds Python objects besides tensors and plain values; "
+                f"loading them would run code the file names, so it is refused. A checkpoint "
+                f"of an older passt-study version (NumPy RNG state) converts with `passt-study "
+                f"convert-checkpoint {path} NEW.pt --trust` if you made it or trust who did; "
+                f"other weights: save their state_dict() and load that") from exc
         raise ValueError(f"cannot read checkpoint {path!r}: the file is truncated or not a "
                          f"PyTorch checkpoint ({' '.join(str(exc).split())[:120]})") from exc
     except (RuntimeError, EOFError, KeyError, ValueError) as exc:
         raise ValueError(f"cannot read checkpoint {path!r}: the file is truncated or not a "
                          f"PyTorch checkpoint ({type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:120]})") from exc
+
+
+PLAIN = (torch.Tensor, str, int, float, bool, type(None))
+
+
+def _check_plain(obj, where: str) -> None:
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+    elif not isinstance(obj, PLAIN):
+        raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}; a "
+                        f"checkpoint holds tensors and plain values only")
+
+
+def to_plain(obj):
+    """``obj`` with NumPy arrays and scalars as tensors and numbers, dataclasses as dicts and
+    paths as strings; any other object is an error naming its type."""
+    if isinstance(obj, PLAIN):
+        return obj
+    if isinstance(obj, Mapping):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_plain(v) for v in obj) if type(obj) in (list, tuple) else \
+            [to_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.astype(np.int64) if obj.dtype == np.uint32 else obj.copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_plain(dataclasses.asdict(obj))
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"cannot store a {type(obj).__module__}.{type(obj).__qualname__} as a "
+                    f"plain value")
+
+
+def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike, *,
+                       trust: bool = False) -> dict:
+    """Rewrite a checkpoint of an older passt-study version so that it loads safely.
+
+    Reading the old file unpickles it, which runs any code the file names: only with
+    ``trust=True``, for files you made or trust (``passt-study convert-checkpoint OLD NEW
+    --trust`` is this function). The NumPy RNG state and any other NumPy values become
+    tensors and numbers; the result is checked to load with ``weights_only=True`` and
+    written to ``new`` atomically. Returns the converted state.
+    """
+    if not trust:
+        raise ValueError(f"converting {os.fspath(old)!r} unpickles it, which runs any code the "
+                         f"file holds; pass trust=True (--trust) only for a checkpoint you "
+                         f"made or whose source you trust")
+    state = torch_load(old, weights_only=not trust)  # trusted: the one unpickling load
+    if not isinstance(state, Mapping) or "model" not in state:
+        raise ValueError(f"{os.fspath(old)} is not a training checkpoint of passt-study "
+                         f"(no 'model' entry)")
+    try:
+        state = to_plain(dict(state))
+    except TypeError as exc:
+        raise ValueError(f"cannot convert {os.fspath(old)}: {exc}") from exc
+    if os.path.abspath(old) == os.path.abspath(new):
+        raise ValueError(f"write the converted checkpoint to a new file, not over {old}")
+    save_checkpoint(new, state)
+    load_checkpoint(new)  # the point of converting: it now loads without unpickling code
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# Exported models: model.safetensors + model.json
+# --------------------------------------------------------------------------------------------
+WEIGHTS_FILE, DESCRIPTION_FILE = "model.safetensors", "model.json"
+
+
+def export_model(state: Mapping, folder: str | os.PathLike, described: tuple[str, ...],
+                 source: str = "the checkpoint") -> Path:
+    """Write the model of a self-describing checkpoint ``state`` as ``folder/model.safetensors``
+    (the weights) and ``folder/model.json`` (the entries named in ``described``, plus format
+    and commit): a form to share that holds no code at all. Returns the folder."""
+    missing = [k for k in described if k not in state]
+    if missing:
+        raise ValueError(f"{source} does not describe its model (no "
+                         f"{', '.join(missing)}): only checkpoints of format "
+                         f"{CHECKPOINT_FORMAT} export")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().contiguous() for k, v in state["model"].items()}
+    atomic_write_bytes(folder / WEIGHTS_FILE, safetensors.torch.save(weights))
+    keys = ("format", *described, "mids", "window_frames", "build", "commit", "phase_full")
+    description = {k: state[k] for k in keys if k in state}
+    atomic_write_bytes(folder / DESCRIPTION_FILE,
+                       (json.dumps(description, indent=1) + "\n").encode())
+    return folder
+
+
+def read_exported(folder: str | os.PathLike) -> dict:
+    """An exported folder as the dict :func:`load_checkpoint` gives (description and
+    ``model``); JSON lists become tuples again, as the configs hold them."""
+    folder = Path(folder)
+    missing = [n for n in (WEIGHTS_FILE, DESCRIPTION_FILE) if not (folder / n).is_file()]
+    if missing:
+        raise ValueError(f"{os.fspath(folder)} is a folder but not an exported model: it has "
+                         f"no {' or '.join(missing)} (passt-study export writes both)")
+    try:
+        state = json.loads((folder / DESCRIPTION_FILE).read_text(), object_hook=_tuples)
+        state["model"] = safetensors.torch.load_file(str(folder / WEIGHTS_FILE))
+    except (json.JSONDecodeError, safetensors.SafetensorError) as exc:
+        raise ValueError(f"cannot read the exported model in {os.fspath(folder)}: "
+                         f"{' '.join(str(exc).split())[:160]}") from exc
+    return state
+
+
+def _tuples(d: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) and k not in ("classes", "mids") else v
+            for k, v in d.items()}
 
 
 def _check_keys(got: set[str], expected: set[str], what: str, allow_missing: set[str] = frozenset()):

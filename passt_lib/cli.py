@@ -13,11 +13,15 @@ import sys
 
 from passt_lib.errors import DEBUG_ENV, run_main
 
-# name -> (module whose main(argv) runs it, one-line help)
+# name -> (module whose main(argv) runs it, or "module:function", one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("passt_lib.data.cli", "build the embedded dataset or inspect HDF5 / folder datasets"),
     "train": ("passt_lib.train", "train one model (a preset at a scale) without a notebook"),
     "predict": ("passt_lib.predict", "tag audio files with a trained model or released weights"),
+    "export": ("passt_lib.model_files:main_export",
+               "write a checkpoint's model as safetensors + JSON, to share"),
+    "convert-checkpoint": ("passt_lib.model_files:main_convert",
+                           "rewrite an older checkpoint so that it loads safely (--trust)"),
     "bench": ("passt_lib.bench", "speed and memory benchmarks: reference, table, scaling, coarse-to-fine"),
     "run": ("passt_lib.study.runner", "run a study YAML: one papermill notebook per parameter set"),
     "study": ("passt_lib.study.all", "run every study at the embedded scale, then the figures"),
@@ -32,14 +36,15 @@ def dispatch(prog: str, description: str, subcommands: dict[str, tuple[str, str]
         prog=prog, description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="subcommands:\n"
-        + "\n".join(f"  {name:<15} {help_}" for name, (_, help_) in subcommands.items())
+        + "\n".join(f"  {name:<19} {help_}" for name, (_, help_) in subcommands.items())
         + f"\n\nRun `{prog} SUBCOMMAND --help` for a subcommand's options.",
     )
     parser.add_argument("subcommand", choices=list(subcommands), metavar="SUBCOMMAND")
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     ns = parser.parse_args(argv[:1])
-    module = importlib.import_module(subcommands[ns.subcommand][0])
-    return run_main(f"{prog} {ns.subcommand}", module.main, argv[1:])
+    module, _, function = subcommands[ns.subcommand][0].partition(":")
+    main = getattr(importlib.import_module(module), function or "main")
+    return run_main(f"{prog} {ns.subcommand}", main, argv[1:])
 
 
 def main(argv: list[str] | None = None) -> int:

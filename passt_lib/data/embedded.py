@@ -40,7 +40,6 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from passt_lib.atomic import atomic_open
 from passt_lib.data import sources as S
 from passt_lib.data.config import DataConfig
 from passt_lib.data.readers import fit_length, resample, to_mono, write_decoded_cache
@@ -299,14 +298,11 @@ def _write_hdf5(path: Path, clips, n_classes: int, sample_rate: int) -> None:
 
 def keyword_bank(sample_rate: int, cache_dir: Path, workers: int = 2):
     """split -> digit word -> samples; espeak/flite voices, train and eval voices disjoint."""
-    import pickle
-
     key = hashlib.sha1(json.dumps([S.BANK_VERSION, sample_rate, S.speech_voices("train"),
                                    S.speech_voices("eval")]).encode()).hexdigest()[:12]
-    cache = Path(cache_dir) / f"bank-keywords-{key}.pkl"
-    if cache.exists():
-        with open(cache, "rb") as f:
-            return pickle.load(f)
+    cache = Path(cache_dir) / f"bank-keywords-{key}"
+    if S.cached_bank_exists(cache):
+        return S.load_bank(cache)
     bank = {}
     for split in ("train", "eval"):
         bank[split] = {}
@@ -314,8 +310,7 @@ def keyword_bank(sample_rate: int, cache_dir: Path, workers: int = 2):
                                             workers).items():
             for word, arrays in texts.items():
                 bank[split].setdefault(word, []).extend(S.Sample(voice, a) for a in arrays)
-    with atomic_open(cache) as f:
-        pickle.dump(bank, f)
+    S.save_bank(cache, bank)
     return bank
 
 

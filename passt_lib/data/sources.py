@@ -10,7 +10,8 @@
 
 A bank maps a tag to a list of ``Sample(source, audio)`` where ``source`` names the
 recording source (soundfont, kit, voice): the embedded build holds out whole sources.
-Banks are cached (pickled int16) because decoding them is the slow part of a build.
+Banks are cached (int16 arrays in ``.npz`` with a ``.json`` index, read without pickle) because
+decoding them is the slow part of a build.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import pickle
 import re
 import shutil
 import struct
@@ -344,10 +344,9 @@ def mixture_bank(sample_rate: int, cache_dir: str | Path, notes_per_instrument: 
                   fonts=sorted(fonts), kits=sorted(kits), tags=list(MIXTURE_TAGS),
                   voices=[speech_voices("train"), speech_voices("eval")], phrases=PHRASES)
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
-    cache = Path(cache_dir) / f"bank-mixtures-{key}.pkl"
-    if cache.exists():
-        with open(cache, "rb") as f:
-            return pickle.load(f)
+    cache = Path(cache_dir) / f"bank-mixtures-{key}"
+    if cached_bank_exists(cache):
+        return load_bank(cache)
 
     font_names = list(fonts)
     eval_fonts = {font_names[-1]}
@@ -388,6 +387,42 @@ def mixture_bank(sample_rate: int, cache_dir: str | Path, notes_per_instrument: 
         absent = [t for t in MIXTURE_TAGS if not bank[split].get(t)]
         if absent:
             raise RuntimeError(f"the {split} source bank has no samples for tags {absent}")
-    with atomic_open(cache) as f:
-        pickle.dump(bank, f, protocol=pickle.HIGHEST_PROTOCOL)
+    save_bank(cache, bank)
+    return bank
+
+
+Bank = dict[str, dict[str, list[Sample]]]  # split -> tag -> samples
+
+
+def cached_bank_exists(stem: Path) -> bool:
+    """Whether :func:`save_bank` finished writing ``stem`` (its index is written last)."""
+    return stem.with_suffix(".json").exists() and stem.with_suffix(".npz").exists()
+
+
+def save_bank(stem: Path, bank: Bank) -> None:
+    """``stem.npz`` (every sample's int16 audio, end to end) and ``stem.json`` (split, tag,
+    source and span of each), both written atomically, the index last."""
+    index, arrays, at = [], [], 0
+    for split, tags in bank.items():
+        for tag, samples in tags.items():
+            for smp in samples:
+                index.append({"split": split, "tag": tag, "source": smp.source,
+                              "start": at, "stop": at + len(smp.audio)})
+                arrays.append(np.asarray(smp.audio, dtype=np.int16))
+                at += len(smp.audio)
+    audio = np.concatenate(arrays) if arrays else np.zeros(0, np.int16)
+    with atomic_open(stem.with_suffix(".npz")) as f:
+        np.savez(f, audio=audio)
+    with atomic_open(stem.with_suffix(".json"), "w") as f:
+        json.dump({"version": BANK_VERSION, "samples": index}, f)
+
+
+def load_bank(stem: Path) -> Bank:
+    """The bank :func:`save_bank` wrote (arrays read with ``allow_pickle=False``)."""
+    with np.load(stem.with_suffix(".npz"), allow_pickle=False) as z:
+        audio = z["audio"]
+    bank: Bank = {}
+    for e in json.loads(stem.with_suffix(".json").read_text())["samples"]:
+        bank.setdefault(e["split"], {}).setdefault(e["tag"], []).append(
+            Sample(e["source"], audio[e["start"]:e["stop"]]))
     return bank
