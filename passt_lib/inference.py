@@ -1,13 +1,18 @@
 """Trained models in use: load one, tag audio of any length, read embeddings.
 
-- :func:`load_model` (``passt_lib.load_model``): a checkpoint written by ``passt-study train``
-  -> an :class:`AudioTagger` in eval mode, with its front-end, sample rate, class names and
-  task, rebuilt from the checkpoint alone;
+- :func:`load_model` (``passt_lib.load_model``): a checkpoint written by ``passt-study train``,
+  or a folder written by ``passt-study export`` -> an :class:`AudioTagger` in eval mode, with
+  its front-end, sample rate, class names and task, rebuilt from the file alone. Files are
+  read without unpickling code (``checkpoints.load_checkpoint``);
 - :meth:`AudioTagger.from_reference`: the authors' released weights by architecture name
   (``passt_lib.released``), with AudioSet names from a class CSV;
-- :meth:`AudioTagger.predict`: a waveform of any length -> window scores (windows of the
-  model's input length, overlapping, run as batches) and the clip's mean and max;
-- :func:`slide_windows`: the windowing itself, shared with ``PaSST.predict_long``.
+- :meth:`AudioTagger.predict`: a waveform or an audio file of any length -> window scores and
+  the clip's mean and max. Windows follow the model's time grid (``passt_lib.windows``: a
+  10 s clip of a 10 s model is one window; no window is padded) and run as batches;
+- :class:`AudioFile` / :class:`TensorSource`: where the samples come from. Spectrograms are
+  computed block by block (a batch of windows at a time) from the samples those windows need,
+  so working memory does not grow with the length of the audio; a file is read, downmixed
+  and resampled in blocks as well.
 
 The checkpoint's lower-level reading and writing (training state, resume) is
 ``passt_lib.checkpoints.save_checkpoint`` / ``load_checkpoint``.
@@ -18,42 +23,126 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+import soundfile
 import torch
 import torch.nn as nn
+import torchaudio.functional as AF
 
-from passt_lib.checkpoints import CHECKPOINT_FORMAT, load_checkpoint
+from passt_lib.checkpoints import CHECKPOINT_FORMAT, export_model, load_checkpoint, read_exported
 from passt_lib.frontend import MelConfig, MelFrontend, check_finite
+from passt_lib.windows import TimeGrid
 
 
-def slide_windows(mel: torch.Tensor, window: int, hop: int, pad_value: float | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cut (B, 1, F, T) into windows of ``window`` frames every ``hop`` frames.
+# --------------------------------------------------------------------------------------------
+# Where samples come from
+# --------------------------------------------------------------------------------------------
+class WaveSource(Protocol):
+    """Samples at the model's rate, read a span at a time: (n_sounds, stop - start)."""
 
-    Returns (windows (B * W, 1, F, window), starts (W,), ends (W,) exclusive, clipped to T).
-    Input no longer than one window is one (unpadded) window of its own length; otherwise
-    the last window is padded with ``pad_value`` (default: each input's minimum, its quietest
-    bin). ``hop`` must be in [1, window]: a longer hop would leave frames in no window.
+    n_sounds: int
+    n_samples: int
+
+    def read(self, start: int, stop: int) -> torch.Tensor: ...
+
+
+class TensorSource:
+    """Waveforms already in memory, (B, S) or (S,)."""
+
+    def __init__(self, wave: torch.Tensor) -> None:
+        if not isinstance(wave, torch.Tensor) or wave.dim() not in (1, 2):
+            raise ValueError(f"expected waveforms (B, S) or (S,), got "
+                             f"{tuple(getattr(wave, 'shape', ())) or type(wave).__name__}")
+        self.wave = wave.unsqueeze(0) if wave.dim() == 1 else wave
+        self.n_sounds, self.n_samples = self.wave.shape
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        return self.wave[:, start:stop]
+
+
+class AudioFile:
+    """An audio file read in blocks as mono at ``sample_rate``: any format libsndfile reads,
+    channels averaged, resampled with ``torchaudio.functional.resample`` block by block.
+
+    A block is resampled from a source span that starts on the resampler's period and
+    reaches past the block on both sides by more than its filter, so blocks agree with
+    resampling the whole file to float precision (about 1e-6), not bit for bit.
     """
-    if not 1 <= hop <= window:
-        raise ValueError(f"the hop must be in [1, {window}] frames (the window): a hop longer "
-                         f"than the window leaves frames in no window; got {hop}")
-    b, _, f, t_in = mel.shape
-    if t_in <= window:
-        n_win, window = 1, t_in
-    else:
-        n_win = math.ceil((t_in - window) / hop) + 1
-        pad = (n_win - 1) * hop + window - t_in
-        if pad:
-            fill = (mel.amin(dim=(1, 2, 3), keepdim=True) if pad_value is None
-                    else torch.full((b, 1, 1, 1), pad_value, dtype=mel.dtype, device=mel.device))
-            mel = torch.cat([mel, fill.expand(b, 1, f, pad)], dim=3)  # (B, 1, F, T')
-    windows = mel.unfold(3, window, hop)  # (B, 1, F, W, window)
-    windows = windows.permute(0, 3, 1, 2, 4).reshape(b * n_win, 1, f, window)  # (B*W, 1, F, t)
-    starts = torch.arange(n_win) * hop
-    return windows, starts, (starts + window).clamp(max=t_in)
+
+    n_sounds = 1
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"audio file not found: {self.path}")
+        try:
+            self._file = soundfile.SoundFile(str(self.path))
+        except Exception as err:  # libsndfile reports unreadable data with several types
+            raise ValueError(f"cannot read audio file {self.path}: {err}") from err
+        self.file_rate, self.channels = self._file.samplerate, self._file.channels
+        self.n_file = self._file.frames
+        if self.n_file <= 0:
+            self.close()
+            raise ValueError(f"audio file {self.path} contains no samples")
+        self.sample_rate = sample_rate
+        g = math.gcd(self.file_rate, sample_rate)
+        self._orig, self._new = self.file_rate // g, sample_rate // g
+        self.n_samples = -(-self.n_file * self._new // self._orig)  # the resampled length
+        # torchaudio's filter reaches ``width`` source samples to each side
+        width = math.ceil(6 * self._orig / (min(self._orig, self._new) * 0.99))
+        self._margin = -(-(width + 8) // self._orig) * self._orig + self._orig
+        self._whole = None if self._file.seekable() else self._read_source(0, self.n_file)
+
+    @property
+    def notes(self) -> list[str]:
+        notes = [f"downmixed from {self.channels} channels"] if self.channels > 1 else []
+        if self.file_rate != self.sample_rate:
+            notes.append(f"resampled from {self.file_rate} Hz")
+        return notes
+
+    @property
+    def seconds(self) -> float:
+        return self.n_file / self.file_rate
+
+    def _read_source(self, start: int, stop: int) -> torch.Tensor:
+        self._file.seek(start)
+        data = self._file.read(stop - start, dtype="float32", always_2d=True)  # (S, C)
+        return torch.from_numpy(data).mean(dim=1)  # (S,)
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        start, stop = max(start, 0), min(stop, self.n_samples)
+        if self._whole is not None:
+            return self._resampled_whole()[None, start:stop]
+        if self._orig == self._new:
+            return self._read_source(start, stop)[None]
+        src0 = max(0, start // self._new * self._orig - self._margin)  # on the period
+        src1 = min(self.n_file, -(-stop * self._orig // self._new) + self._margin)
+        y = AF.resample(self._read_source(src0, src1), self.file_rate, self.sample_rate)
+        at = src0 // self._orig * self._new  # the output sample y[0] is
+        return y[None, start - at:stop - at]
+
+    def _resampled_whole(self) -> torch.Tensor:
+        if self._orig != self._new and not getattr(self, "_resampled", False):
+            self._whole = AF.resample(self._whole, self.file_rate, self.sample_rate)
+            self._resampled = True
+        return self._whole
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> AudioFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def as_source(wave: torch.Tensor | WaveSource) -> WaveSource:
+    return TensorSource(wave) if isinstance(wave, torch.Tensor) else wave
 
 
 @dataclass
@@ -61,8 +150,8 @@ class TagPrediction:
     """What :meth:`AudioTagger.predict` returns for a batch of waveforms."""
 
     window_logits: torch.Tensor  # (B, W, C)
-    start_seconds: torch.Tensor  # (W,)
-    end_seconds: torch.Tensor  # (W,), clipped to the audio
+    start_seconds: torch.Tensor  # (W,) float64
+    end_seconds: torch.Tensor  # (W,) float64, clipped to the audio
     window_scores: torch.Tensor  # (B, W, C): sigmoid (multi-label) or softmax (single-label)
     clip_mean: torch.Tensor  # (B, C): scores averaged over windows
     clip_max: torch.Tensor  # (B, C): the highest score of each class in any window
@@ -106,6 +195,12 @@ class AudioTagger(nn.Module):
     def window_seconds(self) -> float:
         return self.window_frames * self.frame_seconds
 
+    @property
+    def time_grid(self) -> TimeGrid:
+        """The model's time axis (patches, stride), or plain frames for models without one."""
+        grid = getattr(self.model, "time_grid", None)
+        return grid if grid is not None else TimeGrid(self.window_frames)
+
     def mel(self, wave: torch.Tensor) -> torch.Tensor:
         """Eval-mode log-mel (B, F, T) of waveforms (B, S) or (S,); non-finite input is an
         error naming the clips, a peak far above 1 a warning (``MelFrontend.check_input``)."""
@@ -113,6 +208,39 @@ class AudioTagger(nn.Module):
         self.frontend.eval()
         with torch.no_grad():
             return self.frontend(wave.to(next(self.parameters()).device))
+
+    def mel_frames(self, source: WaveSource, f0: int, f1: int) -> torch.Tensor:
+        """Frames [f0, f1) of the log-mel (B, F, f1 - f0) of ``source``, computed from the
+        samples they need only; they equal the frames of the whole input's spectrogram.
+        Frames before 0 or past the end mirror the frames inside (reflection about the
+        first and the last frame)."""
+        c = self.frontend.config
+        total = self.frontend.n_frames(source.n_samples)
+        idx = torch.arange(f0, f1).abs()
+        idx = torch.where(idx > total - 1, 2 * (total - 1) - idx, idx).clamp(0, total - 1)
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        margin = -(-(c.n_fft + 1) // c.hop_length) + 1  # frames whose samples reach [lo, hi)
+        a = max(0, lo - margin) * c.hop_length
+        b = min(source.n_samples, (hi + margin) * c.hop_length)
+        mel = self.mel(source.read(a, b))  # (B, F, T_seg): segment frame j is frame a/hop + j
+        return mel[..., idx - a // c.hop_length]
+
+    def window_outputs(self, source: WaveSource, starts: list[int], length: int,
+                       fn: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 16
+                       ) -> Iterator[tuple[int, torch.Tensor]]:
+        """(index of the block's first window, ``fn`` of its windows as (B, w, ...)) for the
+        windows of ``length`` frames at ``starts``, ``batch_size`` windows per forward pass.
+        Each block's spectrogram is computed from the samples it needs (``mel_frames``)."""
+        b = source.n_sounds
+        per = max(1, batch_size // b)
+        for i in range(0, len(starts), per):
+            block = starts[i:i + per]
+            mel = self.mel_frames(source, block[0], block[-1] + length)  # (B, F, span)
+            check_finite(mel)
+            wins = torch.stack([mel[..., s - block[0]:s - block[0] + length] for s in block],
+                               dim=1)  # (B, w, F, L)
+            out = fn(wins.flatten(0, 1).unsqueeze(1))  # (B * w, ...)
+            yield i, out.view(b, len(block), *out.shape[1:]).float().cpu()
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(-1) if self.task == "singlelabel" else logits.sigmoid()
@@ -122,28 +250,32 @@ class AudioTagger(nn.Module):
         return self.model(self.mel(wave))
 
     @torch.no_grad()
-    def predict(self, wave: torch.Tensor, hop_seconds: float | None = None,
+    def predict(self, wave: torch.Tensor | WaveSource, hop_seconds: float | None = None,
                 batch_size: int = 16) -> TagPrediction:
-        """Window and clip scores of waveforms (B, S) or (S,) of any length.
+        """Window and clip scores of waveforms (B, S) or (S,), or of an :class:`AudioFile`.
 
-        Windows are the model's input length; ``hop_seconds`` defaults to a quarter of it
-        (2.5 s for a 10 s model) and may not exceed it. Windows run as batches.
+        Windows follow the model's time grid (``passt_lib.windows``): audio that adds no time
+        patch beyond the model's window is one window; longer audio gives windows of the
+        model's length every ``hop_seconds`` (default a quarter of the window, 2.5 s for a
+        10 s model; at most the window), the last one ending at the audio's end. No window
+        is padded: its start and end say what it saw. Windows run as batches.
         """
+        source = as_source(wave)
         if hop_seconds is not None and not 0 < hop_seconds <= self.window_seconds:
             raise ValueError(f"hop must be in (0, {self.window_seconds:g}] seconds (the model's "
                              f"window); got {hop_seconds:g}")
         hop = (self.window_frames // 4 if hop_seconds is None
                else int(round(hop_seconds / self.frame_seconds)))
-        mel = self.mel(wave).unsqueeze(1)  # (B, 1, F, T)
-        check_finite(mel)
-        windows, starts, ends = slide_windows(mel, self.window_frames, max(hop, 1))
+        total = self.frontend.n_frames(source.n_samples)
+        starts, length = self.time_grid.starts(total, max(hop, 1))
         self.model.eval()
-        logits = torch.cat([self.model(w) for w in windows.split(batch_size)]).float()
-        logits = logits.view(mel.shape[0], len(starts), -1).cpu()  # (B, W, C)
+        logits = torch.cat([out for _, out in self.window_outputs(
+            source, starts, length, self.model, batch_size)], dim=1)  # (B, W, C)
         s = self.scores(logits)
-        seconds = wave.shape[-1] / self.sample_rate  # the last frame reaches past the audio
-        return TagPrediction(logits, starts * self.frame_seconds,
-                             (ends * self.frame_seconds).clamp(max=seconds), s,
+        begin = torch.tensor(starts, dtype=torch.float64)
+        seconds = source.n_samples / self.sample_rate  # the last frame reaches past the audio
+        return TagPrediction(logits, begin * self.frame_seconds,
+                             ((begin + length) * self.frame_seconds).clamp(max=seconds), s,
                              s.mean(dim=1), s.amax(dim=1))
 
     @classmethod
@@ -175,7 +307,9 @@ DESCRIBED = ("model_name", "model_config", "mel_config", "sample_rate", "clip_se
 
 
 def load_model(path: str | os.PathLike, **expected) -> AudioTagger:
-    """A checkpoint written by ``passt-study train`` as a ready :class:`AudioTagger`.
+    """A checkpoint written by ``passt-study train``, or a folder written by ``passt-study
+    export``, as a ready :class:`AudioTagger`. Neither can run code: checkpoints load with
+    ``weights_only=True``, exported folders are safetensors and JSON.
 
     ``expected`` are facts the caller relies on (``sample_rate=32000``, ``n_classes=527``,
     ``model_name="passt-s"``, ``task="multilabel"``, ``clip_seconds=10``): any the checkpoint
@@ -183,7 +317,7 @@ def load_model(path: str | os.PathLike, **expected) -> AudioTagger:
     described themselves (format 1), or saved in a coarse phase of a coarse-to-fine run, is
     an error saying what to do.
     """
-    state = load_checkpoint(path)
+    state = read_exported(path) if os.path.isdir(path) else load_checkpoint(path)
     fmt = state.get("format", 1)
     if fmt < CHECKPOINT_FORMAT:
         missing = [k for k in DESCRIBED if k not in state]
@@ -202,6 +336,17 @@ def load_model(path: str | os.PathLike, **expected) -> AudioTagger:
     return AudioTagger(model, MelConfig(**state["mel_config"]), classes=state["classes"],
                        mids=state.get("mids"), task=state["task"], name=state["model_name"],
                        window_frames=state.get("window_frames"))
+
+
+def export(checkpoint: str | os.PathLike, folder: str | os.PathLike) -> Path:
+    """``passt-study export``: the model of a checkpoint as ``folder/model.safetensors`` and
+    ``folder/model.json``, for sharing; :func:`load_model` reads the folder. A checkpoint of
+    a coarse phase is refused (only full-resolution models are used)."""
+    state = load_checkpoint(checkpoint)
+    if not state.get("phase_full", True):
+        raise ValueError(f"{checkpoint} was saved in a coarse phase of a coarse-to-fine run; "
+                         f"export its final checkpoint")
+    return export_model(state, folder, DESCRIBED, os.fspath(checkpoint))
 
 
 def _check_expected(path, state: dict, expected: dict) -> None:
@@ -249,22 +394,3 @@ def describe(model: nn.Module, name: str, scale: str, n_classes: int, overrides:
         "mids": list(mids) if mids else None, "task": data.task,
         "commit": git_state()["commit"],
     }
-
-
-def read_audio_file(path: str | os.PathLike, sample_rate: int) -> tuple[torch.Tensor, dict]:
-    """(mono waveform (S,) at ``sample_rate``, facts about the file: its rate, channels and
-    what was done to it) for any file libsndfile reads."""
-    import soundfile
-
-    from passt_lib.frontend import load_audio
-
-    path = Path(path)
-    wave = load_audio(path, sample_rate)
-    info = soundfile.info(str(path))
-    notes = []
-    if info.channels > 1:
-        notes.append(f"downmixed from {info.channels} channels")
-    if info.samplerate != sample_rate:
-        notes.append(f"resampled from {info.samplerate} Hz")
-    return wave, {"sample_rate": info.samplerate, "channels": info.channels,
-                  "seconds": len(wave) / sample_rate, "notes": notes}

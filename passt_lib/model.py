@@ -31,10 +31,12 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 
 from passt_lib.configs import replace_strict, strict_keys
+from passt_lib.frontend import check_finite
 from passt_lib.grid import n_patches, patch_grid
 from passt_lib.patchout import MODES as PATCHOUT_MODES
 from passt_lib.patchout import Patchout, check_amounts, n_kept
 from passt_lib.registry import register_model
+from passt_lib.windows import TimeGrid, slide_windows
 
 POS_EMBEDS = ("disentangled", "flat")
 
@@ -282,9 +284,9 @@ class LongPrediction:
 
     logits: torch.Tensor  # (B, W, C) per window
     start_frames: torch.Tensor  # (W,) int64
-    end_frames: torch.Tensor  # (W,) int64, exclusive, clipped to the input length
-    start_seconds: torch.Tensor  # (W,) float
-    end_seconds: torch.Tensor  # (W,) float
+    end_frames: torch.Tensor  # (W,) int64, exclusive (every window lies inside the input)
+    start_seconds: torch.Tensor  # (W,) float64
+    end_seconds: torch.Tensor  # (W,) float64
     clip_logits: torch.Tensor  # (B, C): mean over windows
 
 
@@ -442,22 +444,27 @@ class PaSST(nn.Module):
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_embedding(mel))
 
+    @property
+    def time_grid(self) -> TimeGrid:
+        """The time axis windows over long input follow (``passt_lib.windows``)."""
+        c = self.config
+        return TimeGrid(c.input_tdim, c.patch_size[1], c.tstride, columns=c.pos_grid[1])
+
     @torch.no_grad()
     def predict_long(
         self,
         mel: torch.Tensor,
         hop_frames: int | None = None,
         *,
-        pad_value: float | None = None,
         batch_size: int = 16,
         frame_seconds: float | None = None,
     ) -> LongPrediction:
         """Slide windows of the trained length over a long (B, 1, F, T) or (B, F, T) input.
 
-        ``hop_frames`` defaults to a quarter of the window (2.5 s of a 10 s model).
-        The last window is padded with ``pad_value`` (default: each input's minimum,
-        i.e. its quietest bin) when the input does not end on a window boundary.
-        Input no longer than one window gives a single (unpadded) window.
+        Windows follow ``passt_lib.windows``: input that adds no time patch beyond the
+        model's runs as one window; longer input as windows of the trained length every
+        ``hop_frames`` (default: a quarter of the window, 2.5 s of a 10 s model), the last
+        one ending at the input's end. No window is padded.
         Windows are predicted in eval mode (no patchout); the model's mode is restored.
         ``frame_seconds`` converts frames to seconds (default: the hop of
         ``self.mel_config``, 10 ms); pass it when the mel came from another front-end.
@@ -465,34 +472,24 @@ class PaSST(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self._predict_long(mel, hop_frames, pad_value, batch_size, frame_seconds)
+            return self._predict_long(mel, hop_frames, batch_size, frame_seconds)
         finally:
             self.train(was_training)
 
-    def _predict_long(self, mel, hop_frames, pad_value, batch_size, frame_seconds):
-        from passt_lib.frontend import check_finite
-
+    def _predict_long(self, mel, hop_frames, batch_size, frame_seconds):
         if mel.dim() == 3:
             mel = mel.unsqueeze(1)  # (B, F_in, T_in) -> (B, 1, F_in, T_in)
         self._check_input(mel[..., : self.config.input_tdim])
         check_finite(mel)  # user input: its values are checked here, never in forward
-        window = self.config.input_tdim
-        hop = window // 4 if hop_frames is None else hop_frames
-        if not 1 <= hop <= window:
-            raise ValueError(f"hop_frames must be in [1, {window}] (the window): a hop longer "
-                             f"than the window leaves frames in no window; got {hop}")
-        from passt_lib.inference import slide_windows
-
-        b, t_in = mel.shape[0], mel.shape[3]
-        c = self.config
-        # one window holds it all when the input adds no time patch beyond the model's
-        fits = n_patches(t_in, c.patch_size[1], c.tstride) <= c.pos_grid[1]
-        windows, starts, ends = slide_windows(mel, t_in if fits else window, hop, pad_value)
+        grid = self.time_grid
+        hop = grid.window // 4 if hop_frames is None else hop_frames
+        windows, starts, ends = slide_windows(mel, grid, hop)
         logits = torch.cat([self(chunk) for chunk in windows.split(batch_size)])  # (B*W, C)
-        logits = logits.view(b, len(starts), -1)  # (B, W, C)
+        logits = logits.view(mel.shape[0], len(starts), -1)  # (B, W, C)
         mc = self.mel_config
         sec = mc.hop_length / mc.sample_rate if frame_seconds is None else frame_seconds
-        return LongPrediction(logits, starts, ends, starts * sec, ends * sec, logits.mean(dim=1))
+        return LongPrediction(logits, starts, ends, starts.double() * sec, ends.double() * sec,
+                              logits.mean(dim=1))
 
 
 def _build(name: str, pretrained: str | None = None, width: str | None = None,

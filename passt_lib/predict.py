@@ -6,7 +6,9 @@
 
 Any file libsndfile reads, at any sample rate (resampled) and channel count (downmixed),
 of any length: audio longer than the model's window is cut into overlapping windows (hop:
-``--hop`` seconds, default a quarter of the window), run as batches. For each file it prints
+``--hop`` seconds, default a quarter of the window; the last window ends at the audio's end,
+and no window is padded: a 10 s clip of a 10 s model is one window), run as batches. Long
+files are read, resampled and tagged in blocks, so memory does not grow with their length. For each file it prints
 the top-k tags of the clip (mean and max over windows) and of every window, with start and
 end seconds: probabilities are sigmoid scores for multi-label models, softmax for
 single-label ones. CSV (default) or JSON on stdout; notes (downmixing, resampling) and errors
@@ -29,8 +31,8 @@ def parse_args(argv: Sequence[str] | None):
     p = argparse.ArgumentParser(prog="passt-study predict", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
-    p.add_argument("checkpoint", help="checkpoint.pt of passt-study train, or reference weights "
-                                      "with --reference")
+    p.add_argument("checkpoint", help="checkpoint.pt of passt-study train, a folder of passt-study "
+                                      "export, or reference weights with --reference")
     p.add_argument("audio", nargs="+", help="audio files")
     p.add_argument("--top-k", type=int, default=5, help="tags per clip and window (default 5)")
     p.add_argument("--hop", type=float, default=None,
@@ -68,14 +70,15 @@ def top(tagger, scores, k: int) -> list[dict]:
 
 
 def tag_file(tagger, path: str, args) -> dict:
-    from passt_lib.inference import read_audio_file
+    from passt_lib.inference import AudioFile
 
-    wave, info = read_audio_file(path, tagger.sample_rate)
-    p = tagger.predict(wave, hop_seconds=args.hop, batch_size=args.batch_size)
+    with AudioFile(path, tagger.sample_rate) as audio:
+        p = tagger.predict(audio, hop_seconds=args.hop, batch_size=args.batch_size)
+        seconds, notes = audio.seconds, audio.notes
     windows = [{"start_s": round(float(s), 3), "end_s": round(float(e), 3),
                 "top": top(tagger, p.window_scores[0, w], args.top_k)}
                for w, (s, e) in enumerate(zip(p.start_seconds, p.end_seconds))]
-    return {"file": path, "seconds": round(info["seconds"], 3), "notes": info["notes"],
+    return {"file": path, "seconds": round(seconds, 3), "notes": notes,
             "clip_mean": top(tagger, p.clip_mean[0], args.top_k),
             "clip_max": top(tagger, p.clip_max[0], args.top_k), "windows": windows}
 

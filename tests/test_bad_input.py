@@ -93,7 +93,7 @@ def test_float64_spectrogram_is_accepted_and_non_float_is_named():
 
 def test_hop_longer_than_the_window_and_stride_larger_than_the_patch():
     m = tiny_passt()
-    with pytest.raises(ValueError, match=r"hop_frames must be in \[1, 100\].*got 150"):
+    with pytest.raises(ValueError, match=r"hop must be in \[1, 100\] frames.*got 150"):
         m.predict_long(torch.randn(1, 64, 400), hop_frames=150)
     with pytest.raises(ValueError, match=r"stride \(10, 20\) is larger than the patch \(16, 16\)"):
         PaSSTConfig(tstride=20)

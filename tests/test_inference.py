@@ -160,16 +160,16 @@ def test_hear_embeddings_for_our_and_released_checkpoints(trained, reference_wei
 
     ours = E.load_model(str(trained[0]))
     ref = E.load_model(str(reference_weights[0]), arch="passt_s_p16_s12_128_ap470")
-    for model, width, stride in ((ours, 192, 10), (ref, 64, 12)):
-        assert model.sample_rate == SR
+    for model, width, hop in ((ours, 192, 50), (ref, 64, 40)):  # strides 10 and 12
+        assert model.sample_rate == SR and model.timestamp_hop_ms == hop
         assert model.scene_embedding_size == model.timestamp_embedding_size == width
         audio = 0.1 * torch.randn(2, int(2.5 * SR))
         scene = E.get_scene_embeddings(audio, model)
         emb, ts = E.get_timestamp_embeddings(audio, model)
         assert scene.shape == (2, width) and torch.isfinite(scene).all()
         assert emb.shape[:2] == ts.shape and emb.shape[2] == width and ts.shape[0] == 2
-        assert torch.allclose(ts.diff(dim=1), torch.tensor(10.0 * stride))  # ms per patch
-        assert ts[0, 0] == 80 and ts[0, -1] < 2500
+        assert torch.allclose(ts.diff(dim=1), torch.tensor(float(hop)))  # ms between them
+        assert 0 <= ts[0, 0] <= hop and 2500 - hop <= ts[0, -1] <= 2500
     with pytest.raises(ValueError, match="NaN"):
         E.get_scene_embeddings(torch.full((1, SR), float("nan")), ours)
 
@@ -198,3 +198,88 @@ def test_fine_tuning_replaces_the_head_and_resamples_encodings(trained, referenc
     assert notes[0] == "encodings resampled from (10, 83) to (10, 24) positions"
     with pytest.raises(ValueError, match="do not fit the model.*fine-tuning keeps the width"):
         initial_weights(build_model("passt-s", "smoke", 3, width="small"), path)
+
+
+# ------------------------------------------------------------ files that cannot run code
+class RunsCode:
+    """An object whose unpickling writes ``path``: what a malicious checkpoint holds."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return exec, (f"open({self.path!r}, 'w').write('ran')",)
+
+
+def test_no_load_path_runs_code_a_checkpoint_holds(trained, reference_weights, audio_files,
+                                                    tmp_path, capsys):
+    from passt_lib import embeddings
+    from passt_lib.checkpoints import convert_checkpoint, initial_weights, load_reference_checkpoint
+    from passt_lib.scales import build_model
+
+    path, cfg = trained
+    marker = tmp_path / "ran.txt"
+    evil = tmp_path / "run" / "checkpoint.pt"
+    evil.parent.mkdir()
+    torch.save({**T.load_checkpoint(path), "note": RunsCode(marker)}, evil)
+    refused = "holds Python objects besides tensors.*refused"
+    loads = [lambda: T.load_checkpoint(evil), lambda: load_model(evil),
+             lambda: embeddings.load_model(str(evil)),
+             lambda: initial_weights(build_model("passt-s", "smoke", 4), evil),
+             lambda: load_reference_checkpoint(evil, "passt_s_p16_s12_128_ap470"),
+             lambda: T.train(cfg.replace(out_dir=str(evil.parent), resume=True))]
+    for load in loads:
+        with pytest.raises(ValueError, match=refused):
+            load()
+    for argv in (["predict", str(evil), str(audio_files["one"])],
+                 ["export", str(evil), str(tmp_path / "out")],
+                 ["convert-checkpoint", str(evil), str(tmp_path / "new.pt")]):
+        assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("refused") == 2 and "only for a checkpoint you made" in err
+    assert not marker.exists() and not (tmp_path / "new.pt").exists()
+    # the control: unpickling it does run the code, which is why only --trust converts
+    convert_checkpoint(evil, tmp_path / "new.pt", trust=True)
+    assert marker.read_text() == "ran"
+
+
+def test_older_checkpoints_convert_with_trust_and_then_load(trained, tmp_path, capsys):
+    path, _ = trained
+    state = T.load_checkpoint(path)
+    name, keys, *rest = state["rng"]["numpy"]
+    old = tmp_path / "old.pt"  # as earlier versions wrote it: NumPy's RNG state as an array
+    torch.save({**state, "rng": {**state["rng"], "numpy": (name, keys.numpy().astype(np.uint32),
+                                                           *rest)}}, old)
+    with pytest.raises(ValueError, match=f"convert-checkpoint {old} NEW.pt --trust"):
+        load_model(old)
+    assert cli.main(["convert-checkpoint", str(old), str(tmp_path / "new.pt")]) == 2
+    assert cli.main(["convert-checkpoint", str(old), str(tmp_path / "new.pt"), "--trust"]) == 0
+    new = T.load_checkpoint(tmp_path / "new.pt")
+    assert torch.equal(new["rng"]["numpy"][1], keys) and new["history"] == state["history"]
+    wave = 0.1 * torch.randn(1, 3 * SR)
+    assert torch.equal(load_model(tmp_path / "new.pt").predict(wave).window_logits,
+                       load_model(path).predict(wave).window_logits)
+
+
+def test_exported_folders_load_and_predict_as_the_checkpoint(trained, audio_files, tmp_path,
+                                                            capsys):
+    from passt_lib import embeddings
+
+    path, _ = trained
+    folder = tmp_path / "shared"
+    assert cli.main(["export", str(path), str(folder)]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["model.json", "model.safetensors"]
+    described = json.loads((folder / "model.json").read_text())
+    assert described["classes"] == NAMES and described["model_name"] == "passt-s"
+    a, b = load_model(path), load_model(folder, n_classes=4)
+    assert a.window_frames == b.window_frames and a.frontend.config == b.frontend.config
+    wave = 0.1 * torch.randn(2, int(2.3 * SR))
+    assert torch.equal(a.predict(wave).window_logits, b.predict(wave).window_logits)
+    assert torch.equal(embeddings.get_scene_embeddings(wave, embeddings.load_model(str(folder))),
+                       embeddings.get_scene_embeddings(wave, embeddings.load_model(str(path))))
+    capsys.readouterr()
+    outs = [run_predict([str(p), str(audio_files["stereo"])], capsys)[1] for p in (path, folder)]
+    assert outs[0] == outs[1] and outs[0].count("\n") > 10
+    (folder / "model.json").unlink()
+    with pytest.raises(ValueError, match="not an exported model: it has no model.json"):
+        load_model(folder)

@@ -144,15 +144,16 @@ def test_predict_long_windows_times_and_mean():
     m = tiny("passt-s").eval()
     mel = torch.randn(2, 64, 260)
     out = m.predict_long(mel, hop_frames=50)
-    # windows start at 0, 50, ..., 200 (the last one, padded from 260 to 300)
-    assert out.start_frames.tolist() == [0, 50, 100, 150, 200]
+    # windows start at 0, 50, ..., 150 and the last one ends at the input's end: no padding
+    assert out.start_frames.tolist() == [0, 50, 100, 150, 160]
     assert out.end_frames.tolist() == [100, 150, 200, 250, 260]
     assert out.logits.shape == (2, 5, 5)
     sec = m.mel_config.hop_length / m.mel_config.sample_rate
-    assert torch.allclose(out.start_seconds, out.start_frames * sec)
+    assert torch.allclose(out.start_seconds, out.start_frames.double() * sec)
     assert torch.allclose(out.clip_logits, out.logits.mean(1))
     with torch.no_grad():
         assert torch.allclose(out.logits[:, 1], m(mel[..., 50:150]), atol=1e-5)
+        assert torch.allclose(out.logits[:, 4], m(mel[..., 160:260]), atol=1e-5)
     short = m.predict_long(mel[..., :80])
     assert short.logits.shape == (2, 1, 5) and short.end_frames.tolist() == [80]
     # a model left in training mode predicts without patchout, and stays in training mode
@@ -160,7 +161,7 @@ def test_predict_long_windows_times_and_mean():
     again = m.predict_long(mel, hop_frames=50, frame_seconds=0.02)
     assert m.training
     assert torch.allclose(again.logits, out.logits, atol=1e-6)
-    assert torch.allclose(again.end_seconds, out.end_frames * 0.02)
+    assert torch.allclose(again.end_seconds, out.end_frames.double() * 0.02)
 
 
 def test_mel_config_matches_input_fdim():

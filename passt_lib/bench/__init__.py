@@ -8,6 +8,7 @@ Subcommands (``python -m passt_lib.bench SUB`` or ``passt-study bench SUB``):
 - ``coarse-to-fine``: cost of coarse-to-fine training schedules.
 - ``data``: decode + augmentation throughput against what training consumes.
 - ``train``: the training loop end to end against the loader alone and the device alone.
+- ``predict-memory``: peak memory of ``predict`` on one hour of audio against four.
 
 Shared measurement helpers live in :mod:`passt_lib.bench.common`.
 """
@@ -24,6 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "coarse-to-fine": ("passt_lib.bench.coarse_to_fine", "cost of coarse-to-fine schedules"),
     "data": ("passt_lib.bench.data", "decode + augmentation throughput against training's needs"),
     "train": ("passt_lib.bench.train", "the training loop against its limits: loader, device, end to end"),
+    "predict-memory": ("passt_lib.bench.predict_memory",
+                       "peak memory of predict on hours of audio: bounded by the length?"),
 }
 
 
