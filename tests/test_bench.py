@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from passt_lib.bench import common
+from passt_lib.bench import common, memory
 
 ENV_COLUMNS = ("device", "precision", "torch", "timm", "python", "commit", "dirty")
 
@@ -59,10 +59,10 @@ def test_peak_step_memory_sees_a_temporary_allocation():
         x = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, freed when the call returns
         return float(x[0])
 
-    held = common.peak_step_memory(allocate)
+    held = memory.peak_step_memory(allocate)
     assert held > 32 * 1024 * 1024
-    assert common.peak_step_memory(lambda: None) < held
-    assert "step" in common.memory_method("cpu")
+    assert memory.peak_step_memory(lambda: None) < held
+    assert "step" in memory.memory_method("cpu")
 
 
 def test_train_step_updates_weights_and_counts_flops():

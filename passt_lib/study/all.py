@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from passt_lib.atomic import atomic_write_json
-from passt_lib.study.env import REPO_ROOT, git_state
+from passt_lib.provenance import REPO_ROOT, git_state
 from passt_lib.study.runner import load_study, run_study
 
 TRAINING_STUDIES = ("patchout", "coarse_to_fine")

@@ -30,7 +30,7 @@ from passt_lib.atomic import atomic_write_text
 from passt_lib.configs import from_dict_strict
 from passt_lib.patchout import check_amounts
 from passt_lib.phases import SHAPES
-from passt_lib.study.env import REPO_ROOT
+from passt_lib.provenance import REPO_ROOT
 
 SCALE_NAMES = ("smoke", "embedded", "paper")
 # "preset": the preset's own patchout (PaSST-S: 40 of 99 time columns and 4 of 12 frequency

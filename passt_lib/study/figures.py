@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from passt_lib.atomic import atomic_write_text
+from passt_lib.provenance import REPO_ROOT
 from passt_lib.study import style
 from passt_lib.study.analysis import (
     METHOD_NAMES,
@@ -35,7 +36,6 @@ from passt_lib.study.analysis import (
     patchout_table,
     schedule_used,
 )
-from passt_lib.study.env import REPO_ROOT
 from passt_lib.study.stats import MARGIN
 
 PATCHOUT_STUDY, C2F_STUDY, SPEED_STUDY = "patchout", "coarse_to_fine", "speed"

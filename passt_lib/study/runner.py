@@ -52,7 +52,7 @@ from typing import Any
 from passt_lib.atomic import atomic_write_json, read_json
 from passt_lib.configs import read_structured_file, strict_keys
 from passt_lib.errors import run_main
-from passt_lib.study.env import REPO_ROOT
+from passt_lib.provenance import REPO_ROOT
 from passt_lib.study.notebook_params import notebook_parameters, resolve_params
 from passt_lib.study.rundir import FAILED_FILE, METRICS_FILE, config_hash, is_done, notebook_stem
 
