@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -17,18 +16,16 @@ import yaml
 from passt_lib.atomic import read_json
 from passt_lib.study import experiments as E
 from passt_lib.study import figures, runner
-from passt_lib.study.notebook_params import notebook_parameters
+from passt_lib.study import params as P
+from passt_lib.study.notebook_params import notebook_parameters, parse_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "passt-study"
-PARAMS_CLASS = {"00_tour": E.TourParams, "10_patchout": E.PatchoutParams,
-                "20_coarse_to_fine": E.CoarseToFineParams, "30_speed": E.SpeedParams,
-                "90_figures": E.FiguresParams}
 
 
 def test_all_notebooks_present():
-    assert [p.stem for p in NOTEBOOKS] == list(PARAMS_CLASS)
+    assert [p.stem for p in NOTEBOOKS] == list(P.NOTEBOOK_PARAMS)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -51,9 +48,23 @@ def test_title_then_parameters_cell_and_consistent(path):
     for name in ("scale", "seed", "out_dir"):
         assert name in ours, f"{path.name} lacks the {name!r} parameter"
     assert ours["scale"].default == "embedded"
-    # Every parameter except out_dir is validated by the notebook's params class.
-    fields = {f.name for f in dataclasses.fields(PARAMS_CLASS[path.stem])}
-    assert set(ours) - {"out_dir"} <= fields
+    # The notebook's parameters are its contract's fields, with the same defaults.
+    assert P.notebook_mismatches(P.NOTEBOOK_PARAMS[path.stem], ours) == []
+
+
+def test_a_default_changed_on_one_side_only_is_found():
+    cell = (ROOT / "notebooks/10_patchout.ipynb")
+    declared = notebook_parameters(cell)
+    assert P.notebook_mismatches(P.PatchoutParams, declared) == []
+    source = "\n".join(f"{p.name}: {p.type} = {p.default!r}" for p in declared.values())
+    changed = parse_parameters(source.replace('amount: float = 0.5', 'amount: float = 0.4')
+                               .replace('seed: int = 0', 'seed: int = 0\nextra: int = 1'))
+    assert P.notebook_mismatches(P.PatchoutParams, changed) == [
+        "'extra' is declared by the notebook but is no field of PatchoutParams",
+        "'amount': the notebook's default is 0.4, PatchoutParams's 0.5"]
+    del changed["preset"]
+    assert "'preset' is a field of PatchoutParams the notebook does not declare" in \
+        P.notebook_mismatches(P.PatchoutParams, changed)
 
 
 def test_undeclared_parameter_rejected(tmp_path):
@@ -65,12 +76,12 @@ def test_undeclared_parameter_rejected(tmp_path):
 
 
 @pytest.mark.parametrize("cls, bad, match", [
-    (E.PatchoutParams, {"patchout": "sideways"}, "patchout='sideways'"),
-    (E.PatchoutParams, {"amount": 1.5}, "fraction of patches"),
-    (E.PatchoutParams, {"scale": "huge"}, "scale='huge'"),
-    (E.CoarseToFineParams, {"method": "zoom"}, "method='zoom'"),
-    (E.CoarseToFineParams, {"schedule": "3-phase", "factor": 3}, "even"),
-    (E.TourParams, {"factor": 1}, "factor"),
+    (P.PatchoutParams, {"patchout": "sideways"}, "patchout='sideways'"),
+    (P.PatchoutParams, {"amount": 1.5}, "fraction of patches"),
+    (P.PatchoutParams, {"scale": "huge"}, "scale='huge'"),
+    (P.CoarseToFineParams, {"method": "zoom"}, "method='zoom'"),
+    (P.CoarseToFineParams, {"schedule": "3-phase", "factor": 3}, "even"),
+    (P.TourParams, {"factor": 1}, "factor"),
 ])
 def test_invalid_values_fail_with_a_clear_message(cls, bad, match):
     with pytest.raises(ValueError, match=match):

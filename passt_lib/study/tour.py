@@ -7,7 +7,6 @@ pandas DataFrame, so the notebook stays a sequence of explanations and calls.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -259,7 +258,3 @@ def plot_encodings(clip: Clip, factor: int = 4, seed: int = 0):
             title="one dimension of the time encoding: cropped, and resampled between phases")
     a_1.legend(fontsize=6, loc="upper right")
     return fig
-
-
-def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
-    return style.save(fig, Path(out_dir) / name, close=False)
