@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill
 import pytest
 import yaml
@@ -292,3 +293,18 @@ def test_figures_without_runs_keep_the_committed_results(tmp_path, capsys):
     assert "make study" in capsys.readouterr().err
     assert (out / "REPORT.md").read_text() == "committed report\n"
     assert sorted(p.name for p in out.iterdir()) == ["REPORT.md"]
+
+
+def test_report_reads_the_gpu_numbers_and_date_from_the_committed_tables():
+    from passt_lib.study.report import report
+
+    gpu = figures.gpu_tables()
+    made = report(pd.DataFrame(), pd.DataFrame(), None, "embedded", {}, gpu=gpu)
+    assert "on 2026-12-01 (bf16, batch 128;" in made and "PaSST-S 2.4x AST eager, 2.6x compiled" in made
+    eager = gpu["eager"].copy()
+    eager.loc[eager["preset"] == "passt-s", "train_x_ast"] = 3.14
+    eager["date"] = "2030-01-02T00:00:00Z"
+    made = report(pd.DataFrame(), pd.DataFrame(), None, "embedded", {},
+                  gpu={**gpu, "eager": eager})
+    assert "on 2030-01-02 (" in made and "PaSST-S 3.1x AST eager" in made
+    assert "2026-12-01" not in made and "2.4x" not in made
