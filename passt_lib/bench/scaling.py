@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from passt_lib.bench import common, memory
+from passt_lib.cnn import CNNConfig
 from passt_lib.precision import PRECISIONS, resolve_precision
 from passt_lib.registry import model_info
 from passt_lib.scales import get_scale, replace
@@ -64,8 +65,6 @@ def build(name: str, seconds: float, args, device) -> common.BenchModel:
     div = args.cnn_channels_div or (4 if cpu else 1)
     if model_info(name).transformer or div == 1:
         return common.build_bench_model(name, scale)
-    from passt_lib.cnn import CNNConfig
-
     channels = tuple(c // div for c in CNNConfig.preset(name).channels)
     return common.build_bench_model(name, scale, channels=channels)
 
