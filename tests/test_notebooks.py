@@ -152,7 +152,7 @@ def smoke_runs(tmp_path_factory, kernel):
 
 
 @pytest.mark.slow
-def test_every_notebook_runs_at_smoke_scale(smoke_runs):
+def test_every_notebook_runs_at_smoke_scale(smoke_runs, drawn):
     _, specs, results = smoke_runs
     for spec, r in zip(specs, results):
         failed = read_json(Path(spec.run_dir) / "failed.json")
@@ -174,7 +174,7 @@ def test_every_notebook_runs_at_smoke_scale(smoke_runs):
     assert [p["method"] for p in pool["phases"]] == ["pool", "full"]
     tours = [s for s in specs if s.study == "tour"]
     for fig in ("clip", "patch_grid", "encodings", "patchout", "compression"):
-        assert (Path(tours[0].run_dir) / f"{fig}.png").stat().st_size > 1000
+        assert drawn(Path(tours[0].run_dir) / f"{fig}.png").shape[1] > 500, fig
     # another seed draws other patches from the same dataset: the same clip
     a, b = (read_json(Path(s.run_dir) / "metrics.json") for s in tours)
     assert a["clip"] == b["clip"] and a["tags"] == b["tags"]
