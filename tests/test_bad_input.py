@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_train import tiny_config, tiny_data  # noqa: F401  (fixture)
+from tones import tiny_config
 
 from passt_lib import cli
 from passt_lib import train as T

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from passt_lib.bench import common
+from passt_lib.bench import common, memory
 
 ENV_COLUMNS = ("device", "precision", "torch", "timm", "python", "commit", "dirty")
 
@@ -59,10 +60,10 @@ def test_peak_step_memory_sees_a_temporary_allocation():
         x = torch.ones(64 * 1024 * 1024 // 4)  # 64 MiB, freed when the call returns
         return float(x[0])
 
-    held = common.peak_step_memory(allocate)
+    held = memory.peak_step_memory(allocate)
     assert held > 32 * 1024 * 1024
-    assert common.peak_step_memory(lambda: None) < held
-    assert "step" in common.memory_method("cpu")
+    assert memory.peak_step_memory(lambda: None) < held
+    assert "step" in memory.memory_method("cpu")
 
 
 def test_train_step_updates_weights_and_counts_flops():
@@ -100,10 +101,22 @@ def test_csv_has_env_columns(tmp_path):
     assert rows[0]["torchaudio"] and rows[0]["numpy"] and rows[0]["hear21passt"]
 
 
-def test_dispatcher_knows_every_subcommand():
-    from passt_lib.bench import SUBCOMMANDS
+def test_dispatcher_knows_every_subcommand(capsys):
+    """Every benchmark module with a main() is a subcommand, and every subcommand runs it."""
+    import importlib
+    import pkgutil
 
-    assert {"reference", "table", "scaling", "coarse-to-fine"} <= set(SUBCOMMANDS)
+    import passt_lib.bench as bench
+
+    modules = [m.name for m in pkgutil.iter_modules(bench.__path__) if m.name != "__main__"]
+    with_main = {f"passt_lib.bench.{m}" for m in modules
+                 if hasattr(importlib.import_module(f"passt_lib.bench.{m}"), "main")}
+    assert {module for module, _ in bench.SUBCOMMANDS.values()} == with_main
+    for name in bench.SUBCOMMANDS:
+        with pytest.raises(SystemExit) as exit_:
+            bench.main([name, "--help"])
+        assert exit_.value.code == 0
+        assert f"passt-study bench {name}" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -158,7 +171,7 @@ def test_table_bench_two_tiny_models(tmp_path):
 
 
 @pytest.mark.slow
-def test_scaling_bench_writes_csv_and_figure(tmp_path):
+def test_scaling_bench_writes_csv_and_figure(tmp_path, drawn):
     from passt_lib.bench import main
 
     out = tmp_path / "scaling.csv"
@@ -171,8 +184,11 @@ def test_scaling_bench_writes_csv_and_figure(tmp_path):
     frames = [int(r["input"].split("x")[1]) for r in rows]
     assert frames[1] >= 2 * frames[0] - 1
     assert int(rows[1]["seq_len"]) > int(rows[0]["seq_len"])
-    assert (tmp_path / "scaling.png").stat().st_size > 0
-    assert (tmp_path / "scaling.pdf").stat().st_size > 0
+    png = drawn(tmp_path / "scaling.png")
+    assert png.shape == (540, 1800, 3)  # three panels, 12 x 3.6 in at 150 dpi
+    assert (np.abs(png.astype(int) - (31, 119, 180)).sum(-1) < 30).sum() > 50  # passt-s's curve
+    pdf = (tmp_path / "scaling.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
 
 
 def test_train_bench_measures_loader_device_and_end_to_end(tmp_path, capsys):

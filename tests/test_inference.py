@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from test_train import SR, write_tones
+from tones import SR, write_tones
 
 from passt_lib import cli
 from passt_lib import train as T

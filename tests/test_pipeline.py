@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from test_train import tiny_config, tiny_data  # noqa: F401  (fixture)
+from tones import tiny_config
 
 from passt_lib import train as T
 from passt_lib.data.pipeline import Split, TrainBatches, resolve_num_workers

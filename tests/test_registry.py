@@ -10,7 +10,7 @@ import csv
 import pytest
 import torch
 import torch.nn as nn
-from test_train import tiny_config, tiny_data  # noqa: F401  (fixture)
+from tones import tiny_config
 
 from passt_lib import registry
 from passt_lib.frontend import MelConfig
@@ -46,11 +46,16 @@ def registered():
     registry._REGISTRY.pop(NAME)
 
 
-def test_a_new_model_trains_and_benchmarks_by_name(registered, tiny_data, tmp_path):  # noqa: F811
+def test_a_new_model_trains_and_benchmarks_by_name(registered, tiny_data, tmp_path):
     from passt_lib import train
     from passt_lib.bench import table
 
-    assert isinstance(registry.create_model(NAME), registry.AudioModel)
+    # the model protocol, by behaviour: logits and embeddings per clip, its front-end's bins
+    model = registry.create_model(NAME, n_classes=5).eval()
+    mel = torch.randn(3, 1, model.mel_config.n_mels, 40)  # (B, 1, F, T)
+    assert model(mel).shape == (3, 5) and model.n_classes == 5
+    assert torch.equal(model(mel), model(mel[:, 0]))  # (B, F, T) alike
+    assert model.forward_embedding(mel).shape == (3, 32)
     cfg = tiny_config(tiny_data, tmp_path / "run").replace(model=NAME)
     res = train.train(cfg)
     m = res.metrics

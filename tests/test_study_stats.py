@@ -46,16 +46,23 @@ def test_t_quantiles_and_their_limits():
 
 
 @pytest.mark.parametrize("low, high, kind, want", [
-    (-0.01, 0.03, "accuracy", "reproduced"),        # no loss larger than the margin
-    (-0.09, -0.03, "accuracy", "not reproduced"),   # a loss larger than the margin, surely
-    (-0.05, 0.01, "accuracy", "inconclusive"),      # straddles -MARGIN
+    (-MARGIN / 2, 0.03, "accuracy", "reproduced"),                 # no loss larger than the margin
+    (-MARGIN + 1e-6, 0.03, "accuracy", "reproduced"),              # just inside the line
+    (-MARGIN - 0.07, -MARGIN - 0.01, "accuracy", "not reproduced"),  # a larger loss, surely
+    (-MARGIN - 0.03, 0.01, "accuracy", "inconclusive"),            # straddles -MARGIN
+    (-MARGIN - 1e-6, 0.03, "accuracy", "inconclusive"),            # just across the line
     (0.05, 0.10, "saving", "reproduced"),
     (-0.10, -0.01, "saving", "not reproduced"),
     (-0.01, 0.10, "saving", "inconclusive"),
 ])
 def test_verdict_rule(low, high, kind, want):
-    assert MARGIN == 0.02
     assert verdict(Paired((low + high) / 2, low, high, 8, 0.01), kind) == want
+
+
+@pytest.mark.parametrize("margin", [0.01, 0.05])
+def test_verdict_follows_the_margin_it_is_given(margin):
+    p = Paired(0.0, -0.03, 0.03, 8, 0.01)  # a 0.03 loss is inside 0.05, outside 0.01
+    assert verdict(p, "accuracy", margin) == ("reproduced" if margin > 0.03 else "inconclusive")
 
 
 def _runs(curves: dict[int, list[tuple[float, float]]]) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from tones import SR, tiny_config
 
 from passt_lib import train as T
 from passt_lib.checkpoints import load_checkpoint
@@ -20,43 +21,6 @@ from passt_lib.data.config import DataConfig
 from passt_lib.lr import epoch_plan, lr_at, lr_segments
 from passt_lib.phases import parse_schedule
 from passt_lib.train_config import apply_sets
-
-SR = 32000
-
-
-def write_tones(path, n, n_classes=4, seconds=1.0, seed=0):
-    """A PANNs-layout HDF5 file: each clip holds the tones of its 1-2 classes plus noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(SR * seconds)) / SR
-    targets = np.zeros((n, n_classes), dtype=bool)
-    waves = np.zeros((n, t.size), dtype=np.int16)
-    for i in range(n):
-        labels = rng.choice(n_classes, size=rng.integers(1, 3), replace=False)
-        targets[i, labels] = True
-        x = 0.02 * rng.standard_normal(t.size)
-        for c in labels:
-            x += 0.2 * np.sin(2 * np.pi * (400 * 2 ** c) * t + rng.uniform(0, 6.3))
-        waves[i] = np.round(np.clip(x, -1, 1) * 32767)
-    with h5py.File(path, "w") as f:
-        f["audio_name"] = np.array([f"clip{i:04d}".encode() for i in range(n)], dtype="S20")
-        f["waveform"] = waves
-        f["target"] = targets
-        f.attrs["sample_rate"] = SR
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tones")
-    return DataConfig(format="panns-hdf5", train_path=write_tones(root / "train.h5", 16, seed=0),
-                      eval_path=write_tones(root / "eval.h5", 12, seed=1), n_classes=4,
-                      clip_seconds=1.0, name="tones")
-
-
-def tiny_config(data, out_dir, **kw):
-    return T.TrainConfig.for_scale("passt-s", "smoke", data=data, out_dir=str(out_dir),
-                                   epochs=kw.pop("epochs", 2), batch_size=8, progress=False,
-                                   threads=1, **kw)
 
 
 # -- learning rate ---------------------------------------------------------------------------

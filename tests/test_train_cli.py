@@ -11,7 +11,7 @@ import csv
 import json
 
 import pytest
-from test_train import write_tones  # the tiny PANNs-layout tone files of the training tests
+from tones import write_tones
 
 from passt_lib import cli
 from passt_lib.data import embedded

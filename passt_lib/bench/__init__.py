@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import sys
 
+from passt_lib.cli import dispatch
+
 # name -> (module whose main(argv) runs it, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "reference": ("passt_lib.bench.reference", "our PaSST training step vs the reference's"),
@@ -31,8 +33,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from passt_lib.cli import dispatch
-
     argv = sys.argv[1:] if argv is None else list(argv)
     return dispatch("passt-study bench", "Speed and memory benchmarks (synthetic inputs, median "
                     "of timed steps).", SUBCOMMANDS, argv)

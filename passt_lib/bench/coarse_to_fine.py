@@ -41,7 +41,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from passt_lib.bench import common
-from passt_lib.phases import format_schedule, parse_schedule, standard_schedule
+from passt_lib.checkpoints import load_checkpoint
+from passt_lib.compression import enter_phase, phase_config
+from passt_lib.flops import schedule_train_flops, train_flops
+from passt_lib.frontend import MelFrontend
+from passt_lib.phases import Phase, format_schedule, parse_schedule, standard_schedule
+from passt_lib.scales import build_model, get_scale, mel_config_at, preset_config
+from passt_lib.train import TrainConfig, train
 
 METHODS = ("frame_shift", "pool", "patchify")
 FINE = "fine-only"
@@ -70,8 +76,6 @@ def _run_dir(root: Path, schedule: str, seed: int) -> Path:
 
 def run_one(args, schedule: str, seed: int) -> tuple[dict, float | None]:
     """Train one schedule / seed (or reuse a finished run); returns (metrics, cpu seconds)."""
-    from passt_lib.train import TrainConfig, train
-
     out_dir = _run_dir(args.run_root, schedule, seed)
     metrics_path = out_dir / "metrics.json"
     if metrics_path.exists() and not args.rerun:
@@ -94,11 +98,6 @@ def step_times(args, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], f
     """Median seconds of one training step (front-end, the phase's transform, forward,
     backward, AdamW) at every (method, factor) in ``keys``, timed interleaved."""
     import torch
-
-    from passt_lib.compression import enter_phase
-    from passt_lib.frontend import MelFrontend
-    from passt_lib.phases import Phase
-    from passt_lib.scales import build_model, get_scale, mel_config_at
 
     scale = get_scale(args.scale)
     device = common.pick_device(args.device)
@@ -137,10 +136,6 @@ def projection(args, plan: Sequence[tuple[str, str]]) -> list[dict]:
     """Each schedule's training FLOPs and wall time against fine-only at ``args.scale``, from
     analytic FLOPs and timed steps: every phase trains the same samples per epoch at the same
     batch, so its time is its epochs x the step time of its resolution."""
-    from passt_lib.compression import phase_config
-    from passt_lib.flops import train_flops
-    from passt_lib.scales import preset_config
-
     per_step = step_times(args, plan_keys(plan))
     config = preset_config(args.model, args.scale, n_classes=args.step_classes)
     flops = {k: train_flops(phase_config(config, k[0], k[1])) for k in per_step}
@@ -161,10 +156,6 @@ def projection(args, plan: Sequence[tuple[str, str]]) -> list[dict]:
 
 def analytic_flops(args, out_dir: Path, m: dict, schedule: str) -> float:
     """Training FLOPs of a finished run from its phases (``flops.schedule_train_flops``)."""
-    from passt_lib.checkpoints import load_checkpoint
-    from passt_lib.flops import schedule_train_flops
-    from passt_lib.scales import preset_config
-
     n_classes = load_checkpoint(out_dir / "checkpoint.pt")["model"]["head.1.bias"].shape[0]
     cfg = preset_config(args.model, args.scale, n_classes=n_classes)
     phases = parse_schedule(schedule)
@@ -298,8 +289,6 @@ def parse_args(argv: Sequence[str] | None):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from passt_lib.scales import get_scale
-
     args = parse_args(argv)
     common.set_threads(args.threads)
     epochs = args.epochs or get_scale(args.scale).epochs

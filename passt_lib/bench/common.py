@@ -13,10 +13,7 @@
   implementation, as ``passt_lib.train`` uses (on CPU torch's default
   multi-tensor AdamW costs ~2 s per step for 86M parameters, fused ~0.3 s);
   every model compared gets the same optimiser.
-- Peak memory of a training step: on CUDA from the allocator
-  (``torch.cuda.max_memory_allocated``); on CPU from the kernel's resident-set
-  high-water mark (``VmHWM``), reset just before the step by writing 5 to
-  ``/proc/self/clear_refs``, minus the resident set before the step.
+- Peak memory of a training step: :mod:`passt_lib.bench.memory`.
 - Achieved FLOP/s are compared with a large square matmul measured in the same
   run at the same precision.
 """
@@ -24,13 +21,9 @@
 from __future__ import annotations
 
 import csv
-import ctypes
-import gc
 import os
-import platform
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +33,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from passt_lib.flops import flop_counter
+from passt_lib.frontend import n_frames
 from passt_lib.precision import autocast, resolve_precision
+from passt_lib.provenance import device_name, git_state, package_versions
+from passt_lib.registry import model_info
+from passt_lib.scales import build_model, get_scale
 
 RESULTS_DIR = Path("results/bench")
 
@@ -214,8 +212,6 @@ def count_flops(fn: Callable[[], object]) -> int:
     Backward is included when ``fn`` calls ``.backward()``; the element-wise
     optimiser update is not counted (FlopCounterMode counts matmuls/convolutions).
     """
-    from passt_lib.flops import flop_counter  # FlopCounterMode that also counts CPU attention
-
     with flop_counter() as counter:
         fn()
     return int(counter.get_total_flops())
@@ -251,99 +247,6 @@ def matmul_peak(device="cpu", precision: str = "fp32", n: int | None = None,
     return step.flops / time_fn(step, steps=steps, warmup=2, device=device).median
 
 
-# ----------------------------------------------------------------------------- memory
-_MIB = 1024.0 * 1024.0
-
-
-def _proc_status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise OSError(f"{key} not found in /proc/self/status")
-
-
-def _release_freed_memory() -> None:
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back to the kernel
-    except (OSError, AttributeError):
-        pass
-
-
-def _can_reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        _proc_status_kib("VmHWM")
-        return True
-    except OSError:
-        return False
-
-
-def memory_method(device="cpu") -> str:
-    """How :func:`peak_step_memory` measures on ``device`` (written next to its numbers)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return "cuda max_memory_allocated during the step minus allocated before it"
-    if _can_reset_hwm():
-        return "VmHWM (reset via /proc/self/clear_refs) during the step minus VmRSS before it"
-    return "VmRSS sampled every 1 ms during the step minus VmRSS before it"
-
-
-def peak_step_memory(fn: Callable[[], object], device="cpu") -> int:
-    """Bytes by which one call of ``fn`` raises memory above what is held before it.
-
-    What is held before (weights, gradients, optimiser state, inputs) is not
-    counted; what the step allocates on top (activations, temporaries) is.
-    Call ``fn`` once beforehand so that lazily created state (e.g. AdamW's
-    moments) already exists.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return int(torch.cuda.max_memory_allocated(device) - before)
-    _release_freed_memory()
-    if _can_reset_hwm():
-        before = _proc_status_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # VmHWM := VmRSS
-        fn()
-        peak = _proc_status_kib("VmHWM")
-        return int((peak - before) * 1024)
-    return _sampled_rss_peak(fn)
-
-
-def _sampled_rss_peak(fn: Callable[[], object]) -> int:
-    before = _proc_status_kib("VmRSS")
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _proc_status_kib("VmRSS"))
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        thread.join()
-    peak[0] = max(peak[0], _proc_status_kib("VmRSS"))
-    return int((peak[0] - before) * 1024)
-
-
-def mib(n_bytes: float) -> float:
-    return n_bytes / _MIB
-
-
 # ----------------------------------------------------------------------------- env / csv
 def pick_device(device: str | None = None) -> torch.device:
     if device in (None, "auto"):
@@ -351,26 +254,8 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def device_name(device) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{name} ({torch.get_num_threads()} threads)"
-
-
 def env_info(device, precision: str) -> dict[str, str]:
     """Columns written into every benchmark CSV row: date, device, precision, versions, commit."""
-    from passt_lib.study.env import git_state, package_versions
-
     device = torch.device(device)
     git = git_state()
     versions = package_versions(("torch", "torchaudio", "torchvision", "timm", "numpy",
@@ -464,9 +349,6 @@ def build_bench_model(
     ``width`` / ``depth`` override a transformer's scale width and depth; ``overrides`` are
     fields of the model's config.
     """
-    from passt_lib.registry import model_info
-    from passt_lib.scales import build_model, get_scale
-
     scale = get_scale(scale) if isinstance(scale, str) else scale
     if model_info(name).transformer:
         sized = {k: v for k, v in (("width", width), ("depth", depth)) if v is not None}
@@ -476,6 +358,5 @@ def build_bench_model(
                           model.n_tokens(training=True))
     model = build_model(name, scale, n_classes, **overrides)
     mc = model.mel_config
-    n_samples = int(round(mc.sample_rate * scale.clip_seconds))
-    frames = n_samples // mc.hop_length + 1  # centred STFT
+    frames = n_frames(mc, int(round(mc.sample_rate * scale.clip_seconds)))
     return BenchModel(name, model, (1, mc.n_mels, frames), n_classes, None)

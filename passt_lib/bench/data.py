@@ -16,6 +16,9 @@ import tempfile
 from pathlib import Path
 
 from passt_lib.bench import common
+from passt_lib.data import bench_decode, embedded
+from passt_lib.data.config import DataConfig
+from passt_lib.train import TrainConfig, train
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,10 +34,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from passt_lib.data import bench_decode, embedded
-    from passt_lib.data.config import DataConfig
-    from passt_lib.train import TrainConfig, train
-
     common.set_threads(args.threads)
     data = embedded.ensure(args.scale, progress=False)
     recipe = DataConfig.from_dict({**data.to_dict(), **_recipe_defaults()})
@@ -64,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
 def _recipe_defaults() -> dict:
     """The DataConfig defaults of the AudioSet recipe's augmentation (mixup, gain, roll)."""
     import dataclasses
-
-    from passt_lib.data.config import DataConfig
 
     keys = ("wave_mixup", "wave_mixup_alpha", "gain_db", "roll", "roll_fraction")
     return {f.name: f.default for f in dataclasses.fields(DataConfig) if f.name in keys}

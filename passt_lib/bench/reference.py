@@ -23,8 +23,10 @@ import torch
 import torch.nn as nn
 
 from passt_lib.bench import common
+from passt_lib.flops import forward_flops, train_flops
+from passt_lib.model import PaSST
 from passt_lib.precision import PRECISIONS, has_native_bf16, resolve_precision
-from passt_lib.scales import PAPER_FDIM, PAPER_TDIM
+from passt_lib.scales import PAPER_FDIM, PAPER_TDIM, preset_config
 
 N_CLASSES = 527
 # Target ratios of issue 2 (ours / reference, training throughput).
@@ -39,8 +41,6 @@ def flop_ratios(model_b: nn.Module, model_s: nn.Module) -> tuple[float, float]:
     ratio is a little higher because fused attention recomputes the scores in
     its backward pass.
     """
-    from passt_lib.flops import forward_flops, train_flops
-
     b, s = model_b.config, model_s.config
     return (train_flops(b) / train_flops(s),
             forward_flops(b, training=True) / forward_flops(s, training=True))
@@ -49,9 +49,6 @@ def flop_ratios(model_b: nn.Module, model_s: nn.Module) -> tuple[float, float]:
 def build_ours(name: str, *, width: str, depth: int | None, fdim: int, tdim: int) -> nn.Module:
     """Our preset at ``width`` / ``depth`` for an (fdim, tdim) input (``scales.preset_config``:
     patchout rescaled from the paper grid; the identity at 128 x 998)."""
-    from passt_lib.model import PaSST
-    from passt_lib.scales import preset_config
-
     return PaSST(preset_config(name, "paper", width=width, depth=depth, input_size=(fdim, tdim),
                                n_classes=N_CLASSES))
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from passt_lib.bench import common
+from passt_lib.bench import common, memory
+from passt_lib.cnn import CNNConfig
 from passt_lib.precision import PRECISIONS, resolve_precision
 from passt_lib.registry import model_info
 from passt_lib.scales import get_scale, replace
@@ -64,8 +65,6 @@ def build(name: str, seconds: float, args, device) -> common.BenchModel:
     div = args.cnn_channels_div or (4 if cpu else 1)
     if model_info(name).transformer or div == 1:
         return common.build_bench_model(name, scale)
-    from passt_lib.cnn import CNNConfig
-
     channels = tuple(c // div for c in CNNConfig.preset(name).channels)
     return common.build_bench_model(name, scale, channels=channels)
 
@@ -90,7 +89,7 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
             # the counted step also creates AdamW's state before memory is measured
             flops = common.count_flops(common.TrainStep(
                 bm.model, mel, target, precision=precision, optimizer=steps[name].optimizer))
-            built[name] = (bm, common.peak_step_memory(steps[name], device), flops)
+            built[name] = (bm, memory.peak_step_memory(steps[name], device), flops)
         timings = common.time_interleaved(steps, steps=args.steps, warmup=args.warmup,
                                           device=device)
         for name, (bm, mem, flops) in built.items():
@@ -102,9 +101,9 @@ def run(args) -> tuple[list[dict], dict[str, str]]:
                 "params": bm.n_params, "batch": args.batch,
                 "width": getattr(getattr(bm.model, "config", None), "embed_dim", ""),
                 "step_s": t.median, "step_min_s": t.min, "step_max_s": t.max,
-                "mem_mib_per_sample": common.mib(mem) / args.batch,
+                "mem_mib_per_sample": memory.mib(mem) / args.batch,
                 "train_gflops_per_sample": flops / args.batch / 1e9,
-                "memory_method": common.memory_method(device),
+                "memory_method": memory.memory_method(device),
             })
         del steps, built
     return rows, common.env_info(device, precision)

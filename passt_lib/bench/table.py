@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from passt_lib.bench import common
+from passt_lib.bench import common, memory
 from passt_lib.precision import PRECISIONS, resolve_precision
 from passt_lib.registry import list_models, model_info
 from passt_lib.scales import get_scale
@@ -114,7 +114,7 @@ class Entry:
         # (shared with self.train) before memory is measured.
         self.flops_per_step = common.count_flops(common.TrainStep(
             self.bm.model, mel, target, precision=precision, optimizer=self.train.optimizer))
-        self.mem_bytes = common.peak_step_memory(self.train, device)
+        self.mem_bytes = memory.peak_step_memory(self.train, device)
         self.input_shape, self.seq_len = self.bm.input_shape, self.bm.seq_len
         self.n_params = self.bm.n_params
 
@@ -161,7 +161,7 @@ def measure(args) -> tuple[list[dict], dict[str, str]]:
             results[name] = (e, tt, ti)
 
     peak = matmul.flops / common.Timing(tuple(t for pt in peak_timings for t in pt.times)).median
-    method = common.memory_method(device)
+    method = memory.memory_method(device)
     rows = []
     ast = results.get("ast")
     for name, (e, tt, ti) in results.items():
@@ -177,7 +177,7 @@ def measure(args) -> tuple[list[dict], dict[str, str]]:
             "train_x_ast": train_sps / ast[1].per_second(ast[0].batch) if ast else "",
             "infer_samples_per_s": ti.per_second(e.batch),
             "infer_spread": ti.spread,
-            "mem_mib_per_sample": common.mib(e.mem_bytes) / e.batch,
+            "mem_mib_per_sample": memory.mib(e.mem_bytes) / e.batch,
             "train_gflops_per_sample": e.flops_per_step / e.batch / 1e9,
             "achieved_gflops": e.flops_per_step / tt.median / 1e9,
             "matmul_peak_gflops": peak / 1e9,

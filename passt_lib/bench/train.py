@@ -41,7 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
+from passt_lib.atomic import atomic_path
 from passt_lib.bench import common
+from passt_lib.data import make_datasets
+from passt_lib.data.config import DataConfig
+from passt_lib.data.embedded import default_root
+from passt_lib.data.pipeline import available_cores
+from passt_lib.train import setup, start_phase, train
+from passt_lib.train_config import TrainConfig
 
 N_CLASSES = 527
 SAMPLE_RATE = 32000
@@ -72,8 +79,6 @@ def write_hdf5(path: Path, start: int, n: int, seconds: float, workers: int) -> 
     """A PaSST-layout mp3 HDF5 of ``n`` synthetic clips (``audio_name``, ``mp3``, ``target``)."""
     import h5py
 
-    from passt_lib.atomic import atomic_path
-
     jobs = [(i, seconds) for i in range(start, start + n)]
     with mp.get_context("fork").Pool(max(workers, 1)) as pool:
         clips = pool.map(_clip, jobs, chunksize=4)
@@ -91,9 +96,6 @@ def write_hdf5(path: Path, start: int, n: int, seconds: float, workers: int) -> 
 def synthetic_data(n_train: int, n_eval: int, seconds: float, root: Path | None = None
                    ) -> tuple[Path, Path]:
     """(train, eval) HDF5 paths of synthetic clips, written once and reused."""
-    from passt_lib.data.embedded import default_root
-    from passt_lib.data.pipeline import available_cores
-
     key = hashlib.sha1(json.dumps([1, n_train, n_eval, seconds]).encode()).hexdigest()[:8]
     folder = (root or default_root()) / f"bench-train-{key}"
     paths = folder / "train_mp3.hdf", folder / "eval_mp3.hdf"
@@ -155,9 +157,6 @@ class CpuClock:
 
 # ----------------------------------------------------------------------------- measurements
 def train_config(args, train_path: Path, eval_path: Path, out_dir: str):
-    from passt_lib.data.config import DataConfig
-    from passt_lib.train_config import TrainConfig
-
     data = DataConfig(format="passt-hdf5", train_path=str(train_path), eval_path=str(eval_path),
                       n_classes=N_CLASSES, clip_seconds=args.seconds,
                       num_workers=args.workers if args.workers == "auto" else int(args.workers))
@@ -177,8 +176,6 @@ def train_config(args, train_path: Path, eval_path: Path, out_dir: str):
 
 def measure_loader(config) -> dict:
     """Iterate the training batches of every epoch (no training): clips/s and CPU s/clip."""
-    from passt_lib.train import setup
-
     run = setup(config)
     run.bar.close()
     clock = CpuClock()
@@ -202,8 +199,6 @@ def measure_device(config, steps: int, warmup: int) -> dict:
     """The training step alone on a device-resident synthetic batch: clips/s and CPU s/clip of
     the median step."""
     import torch
-
-    from passt_lib.train import setup, start_phase
 
     run = setup(config)
     run.bar.close()
@@ -230,8 +225,6 @@ def measure_device(config, steps: int, warmup: int) -> dict:
 
 def measure_end_to_end(config) -> dict:
     """The real train() loop; throughput and stall over the epochs after the first."""
-    from passt_lib.train import train
-
     clock = CpuClock()
     clock.start()
     result = train(config)
@@ -287,8 +280,6 @@ def parse_args(argv):
 def run(args) -> tuple[dict, dict[str, str]]:
     import torch
 
-    from passt_lib.data.pipeline import available_cores
-
     if args.data is None:
         train_path, eval_path = synthetic_data(args.clips, 2 * args.batch, args.seconds,
                                                args.data_root)
@@ -296,8 +287,6 @@ def run(args) -> tuple[dict, dict[str, str]]:
         train_path, eval_path = args.data, args.eval_data or args.data
     with tempfile.TemporaryDirectory() as tmp:
         config = train_config(args, train_path, eval_path, tmp)
-        from passt_lib.data import make_datasets
-
         make_datasets(config.data)  # a bad data file fails here, before any measurement
         common.log("loader only")
         loader = measure_loader(config)

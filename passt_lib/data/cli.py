@@ -14,6 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from passt_lib.data import embedded
+
 
 def _info(path: str) -> str:
     p = Path(path)
@@ -74,8 +76,6 @@ def main(argv=None) -> int:
     if args.cmd == "info":
         print(_info(args.path))
         return 0
-    from passt_lib.data import embedded
-
     overrides = {}
     for kv in args.set:
         if "=" not in kv:

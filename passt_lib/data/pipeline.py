@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from passt_lib.data import make_datasets
 from passt_lib.data.config import DataConfig
 from passt_lib.data.sampler import ShardedSampler
 
@@ -91,8 +92,6 @@ def load_splits(data: DataConfig, *, preload: bool | None, num_workers: int,
                 device: torch.device) -> tuple[Split, Split]:
     """(train, eval) splits of ``data``; decoded into memory when ``preload`` (None: when they
     fit in ``PRELOAD_LIMIT``), on the device when it is CUDA and they fit there."""
-    from passt_lib.data import make_datasets
-
     train_ds, eval_ds = make_datasets(data)
     n_bytes = 4 * data.n_samples * (len(train_ds) + len(eval_ds))
     preload = preload if preload is not None else n_bytes <= PRELOAD_LIMIT

@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 from passt_lib.atomic import atomic_write_json
-from passt_lib.study.env import REPO_ROOT, git_state
+from passt_lib.data import embedded
+from passt_lib.provenance import REPO_ROOT, git_state
+from passt_lib.study.kernels import default_kernel, kernel_env, one_kernel
 from passt_lib.study.runner import load_study, run_study
 
 TRAINING_STUDIES = ("patchout", "coarse_to_fine")
@@ -28,14 +30,12 @@ TIMING_STUDIES = ("speed",)
 
 def run_figures_notebook(scale: str, runs: Path, results: Path, kernel_name: str | None) -> Path:
     """Execute 90_figures into ``runs/figures/`` (always: new runs mean new figures)."""
-    import papermill
-
-    from passt_lib.study.runner import _kernel_env, default_kernel, one_kernel
+    import papermill  # not at the top: a slow import the other subcommands do without
 
     out = runs / "figures"
     out.mkdir(parents=True, exist_ok=True)
     kernel_name = kernel_name or default_kernel()
-    with _kernel_env(None), one_kernel(kernel_name) as km:
+    with kernel_env(None), one_kernel(kernel_name) as km:
         papermill.execute_notebook(
             str(REPO_ROOT / "notebooks" / "90_figures.ipynb"), str(out / "90_figures.ipynb"),
             parameters={"scale": scale, "runs": str(runs), "results": str(results),
@@ -64,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
     times, failures = {}, {}
     if args.scale != "paper":
         # Build (or find) the dataset once, before parallel runs would race to build it.
-        from passt_lib.data import embedded
-
         print(f"== data: embedded dataset at scale {args.scale}", flush=True)
         embedded.ensure(args.scale)
         times["data"] = round(time.perf_counter() - t0, 1)

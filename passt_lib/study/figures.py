@@ -25,6 +25,10 @@ import numpy as np
 import pandas as pd
 
 from passt_lib.atomic import atomic_write_text
+from passt_lib.bench.table import PAPER_TABLE1
+from passt_lib.model import WIDTHS
+from passt_lib.provenance import REPO_ROOT
+from passt_lib.scales import get_scale
 from passt_lib.study import style
 from passt_lib.study.analysis import (
     METHOD_NAMES,
@@ -35,7 +39,8 @@ from passt_lib.study.analysis import (
     patchout_table,
     schedule_used,
 )
-from passt_lib.study.env import REPO_ROOT
+from passt_lib.study.report import report
+from passt_lib.study.speedplot import plot_scaling, plot_speed
 from passt_lib.study.stats import MARGIN
 
 PATCHOUT_STUDY, C2F_STUDY, SPEED_STUDY = "patchout", "coarse_to_fine", "speed"
@@ -192,14 +197,10 @@ def learning_figure(curves: list[dict], styles: dict, title: str, context: str):
 def speed_figure(table: pd.DataFrame, gpu: pd.DataFrame | None = None):
     """Training speed relative to AST: measured here (bars: min-max over timed steps) next to
     the paper's Table 1, and the H200 measurements when committed."""
-    from passt_lib.study.speedplot import plot_speed
-
     return plot_speed(table, gpu)
 
 
 def scaling_figure(df: pd.DataFrame):
-    from passt_lib.study.speedplot import plot_scaling
-
     return plot_scaling(df)
 
 
@@ -207,9 +208,6 @@ def scaling_figure(df: pd.DataFrame):
 def _context(runs: pd.DataFrame, what: str) -> str:
     """What a reader needs beside the axes: the models, the scale's size and budget, and where
     the runs trained."""
-    from passt_lib.model import WIDTHS
-    from passt_lib.scales import get_scale
-
     env = runs.iloc[0]["_metrics"] if len(runs) else {}
     scale = get_scale(runs.iloc[0]["scale"]) if len(runs) else None
     size = "" if scale is None else (
@@ -227,8 +225,6 @@ def _table1(speed: pd.DataFrame) -> pd.DataFrame | None:
     path = Path(last["run_dir"]) / "table.csv"
     if not path.exists():
         return None
-    from passt_lib.bench.table import PAPER_TABLE1
-
     t = pd.read_csv(path, comment="#")
     t["paper_map"] = [PAPER_TABLE1.get(p, (np.nan,))[0] for p in t["preset"]]
     return t
@@ -309,8 +305,6 @@ def _render_speed(speed_runs, fig_dir, tab_dir, made, sources):
 def render_all(runs: str | Path | None = None, results: str | Path | None = None,
                scale: str = "embedded") -> dict:
     """Render every figure and table and REPORT.md; returns what was written."""
-    from passt_lib.study.report import report
-
     runs = Path(runs) if runs else REPO_ROOT / "results" / "runs"
     results = Path(results) if results else REPO_ROOT / "results"
     loaded = {s: load_runs(runs, s, scale) for s in (PATCHOUT_STUDY, C2F_STUDY, SPEED_STUDY)}

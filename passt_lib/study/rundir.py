@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from passt_lib.atomic import atomic_write_json, canonical_json, read_json
-from passt_lib.study.env import REPO_ROOT, environment
+from passt_lib.provenance import REPO_ROOT, environment
 
 PARAMS_FILE, METRICS_FILE, ENV_FILE, FAILED_FILE = "params.json", "metrics.json", "env.json", "failed.json"
 

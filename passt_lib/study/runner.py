@@ -43,7 +43,6 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,14 @@ from typing import Any
 from passt_lib.atomic import atomic_write_json, read_json
 from passt_lib.configs import read_structured_file, strict_keys
 from passt_lib.errors import run_main
-from passt_lib.study.env import REPO_ROOT
+from passt_lib.provenance import REPO_ROOT
+from passt_lib.study.kernels import (
+    default_kernel,
+    kernel_env,
+    one_kernel,
+    shutdown_kernels,
+    warm_kernel,
+)
 from passt_lib.study.notebook_params import notebook_parameters, resolve_params
 from passt_lib.study.rundir import FAILED_FILE, METRICS_FILE, config_hash, is_done, notebook_stem
 
@@ -126,12 +132,6 @@ def _resolve_notebook(notebook: str, study_path: Path) -> Path:
                             f"(looked in {', '.join(str(c.parent) for c in candidates)})")
 
 
-def default_kernel() -> str:
-    from jupyter_client.kernelspec import find_kernel_specs
-
-    return "passt-study" if "passt-study" in find_kernel_specs() else "python3"
-
-
 def load_study(
     path: str | Path,
     *,
@@ -182,79 +182,6 @@ def load_study(
 # --------------------------------------------------------------------------- executing one run
 
 
-@contextlib.contextmanager
-def _kernel_env(threads: int | None) -> Iterator[None]:
-    """Environment the kernel inherits: passt_lib importable, Agg backend, a thread budget."""
-    saved = dict(os.environ)
-    path = os.environ.get("PYTHONPATH", "")
-    if str(REPO_ROOT) not in path.split(os.pathsep):
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), path) if p)
-    os.environ.setdefault("MPLBACKEND", "agg")
-    if threads:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = str(threads)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-_KERNELS: dict[tuple, object] = {}  # (kernel name, threads, cwd) -> a warm AsyncKernelManager
-
-
-def ipc_kernel_manager(kernel_name: str):
-    """A kernel manager whose kernel talks over IPC sockets in a private folder: no TCP ports,
-    so no "running over TCP without encryption" warning from every kernel."""
-    import tempfile
-
-    from jupyter_client.manager import AsyncKernelManager
-
-    sockets = tempfile.mkdtemp(prefix="passt-study-kernel-")
-    return AsyncKernelManager(kernel_name=kernel_name, transport="ipc",
-                              ip=os.path.join(sockets, "kernel"))
-
-
-@contextlib.contextmanager
-def one_kernel(kernel_name: str) -> Iterator[object]:
-    """An IPC kernel for one notebook, shut down afterwards."""
-    import asyncio
-
-    km = ipc_kernel_manager(kernel_name)
-    try:
-        yield km
-    finally:
-        if km.has_kernel:
-            with contextlib.suppress(Exception):
-                asyncio.run(km.shutdown_kernel(now=True))
-
-
-def _kernel_manager(spec: RunSpec):
-    """This process's warm kernel for ``spec`` (started by the first notebook that uses it,
-    inside ``_kernel_env``, so it inherits the thread budget)."""
-    key = (spec.kernel_name, spec.threads, spec.cwd)
-    if key not in _KERNELS:
-        import atexit
-
-        _KERNELS[key] = ipc_kernel_manager(spec.kernel_name)
-        if len(_KERNELS) == 1:  # at exit: of this process, or of a pool worker
-            from multiprocessing import util
-
-            atexit.register(_shutdown_kernels)
-            util.Finalize(None, _shutdown_kernels, exitpriority=10)
-    return _KERNELS[key]
-
-
-def _shutdown_kernels(keys=None) -> None:
-    import asyncio
-
-    for key in list(keys if keys is not None else _KERNELS):
-        km = _KERNELS.pop(key, None)
-        if km is not None and km.has_kernel:
-            with contextlib.suppress(Exception):
-                asyncio.run(km.shutdown_kernel(now=True))
-
-
 def _execute_notebook(spec: RunSpec, km=None) -> None:
     if km is None:
         with one_kernel(spec.kernel_name) as fresh:
@@ -292,10 +219,10 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:500]
 
 
-def execute_run(spec: RunSpec, warm_kernel: bool = False) -> dict[str, Any]:
+def execute_run(spec: RunSpec, warm: bool = False) -> dict[str, Any]:
     """Execute one run (in this process or a worker); never raises for a failing notebook.
 
-    ``warm_kernel``: run it in this process's kept kernel (``_kernel_manager``).
+    ``warm``: run it in this process's kept kernel (:func:`kernels.warm_kernel`).
     Returns {"hash", "status": "done" | "failed", "seconds", "error"}.
     """
     run_dir = Path(spec.run_dir)
@@ -305,16 +232,17 @@ def execute_run(spec: RunSpec, warm_kernel: bool = False) -> dict[str, Any]:
                        "params": spec.params})
     t0 = time.perf_counter()
     error = None
-    with _kernel_env(spec.threads):
+    with kernel_env(spec.threads):
         for attempt in range(1, KERNEL_START_TRIES + 1):
             try:
-                _execute_notebook(spec, _kernel_manager(spec) if warm_kernel else None)
+                km = warm_kernel(spec.kernel_name, spec.threads, spec.cwd) if warm else None
+                _execute_notebook(spec, km)
                 error = None
                 break
             except Exception as e:  # noqa: BLE001 - every failure is recorded, none escapes
                 error = e
-                if warm_kernel:  # a failed run may leave the kernel in any state: start afresh
-                    _shutdown_kernels([(spec.kernel_name, spec.threads, spec.cwd)])
+                if warm:  # a failed run may leave the kernel in any state: start afresh
+                    shutdown_kernels([(spec.kernel_name, spec.threads, spec.cwd)])
                 if not (_is_kernel_start_error(e) and attempt < KERNEL_START_TRIES):
                     break
                 time.sleep(2 * attempt)

@@ -7,12 +7,21 @@ pandas DataFrame, so the notebook stays a sequence of explanations and calls.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from passt_lib.compression import (
+    compressed_grid,
+    frame_shift_mel_config,
+    pool_time,
+    resample_time_pos_embed,
+)
+from passt_lib.data import embedded, make_datasets
+from passt_lib.frontend import MelConfig, MelFrontend
+from passt_lib.model import PaSST
+from passt_lib.patchout import Patchout
 from passt_lib.scales import preset_config
 from passt_lib.study import style
 
@@ -35,9 +44,6 @@ class Clip:
 def load_clip(scale: str = "embedded", preset: str = "passt-s", index: int = 0) -> Clip:
     """Clip ``index`` of the default embedded dataset's eval split (the one training uses) and
     its mel spectrogram (eval front-end)."""
-    from passt_lib.data import embedded, make_datasets
-    from passt_lib.frontend import MelConfig, MelFrontend
-
     data = embedded.ensure(scale, progress=False)
     _, eval_ds = make_datasets(data)
     if not 0 <= index < len(eval_ds):
@@ -112,8 +118,6 @@ def plot_patch_grid(clip: Clip):
 def patchout_masks(config, seed: int = 0) -> np.ndarray:
     """(F, T) bool mask of the patches KEPT by one training draw of ``config``'s patchout,
     drawn by the module the model trains with (``PaSST.patchout``), from ``seed``."""
-    from passt_lib.patchout import Patchout
-
     f, t = config.grid
     po = Patchout(**config.patchout_amounts, mode=config.patchout_mode).train()
     po.generator = torch.Generator().manual_seed(seed)
@@ -168,8 +172,6 @@ def token_table(scale: str = "embedded", presets: tuple[str, ...] = TABLE_PRESET
 
 def compression_table(config, factors: tuple[int, ...] = (2, 4)) -> pd.DataFrame:
     """What each temporal compression does to the input frames, the grid and the tokens."""
-    from passt_lib.compression import compressed_grid
-
     rows = []
     for method in ("full", *COMPRESSION_METHODS):
         for k in (1,) if method == "full" else factors:
@@ -184,9 +186,6 @@ def compression_table(config, factors: tuple[int, ...] = (2, 4)) -> pd.DataFrame
 def plot_compression(clip: Clip, factor: int = 4):
     """The same clip as each compression method gives it to the model, with its patch grid."""
     from matplotlib.patches import Rectangle
-
-    from passt_lib.compression import compressed_grid, frame_shift_mel_config, pool_time
-    from passt_lib.frontend import MelFrontend
 
     fig, axes = style.figure("page", 5.0, nrows=2, ncols=2)
     sr = clip.sample_rate
@@ -220,9 +219,6 @@ def plot_encodings(clip: Clip, factor: int = 4, seed: int = 0):
     """The disentangled positional encodings of the clip's model: the frequency encoding
     (D x F) and the time encoding (D x T), what one dimension of the time encoding holds at
     each time position, its crop for shorter input and its resampling for a coarse phase."""
-    from passt_lib.compression import resample_time_pos_embed
-    from passt_lib.model import PaSST
-
     torch.manual_seed(seed)
     model = PaSST(clip.model_config)
     freq = model.freq_new_pos_embed.detach()[0, :, :, 0]  # (D, F)
@@ -259,7 +255,3 @@ def plot_encodings(clip: Clip, factor: int = 4, seed: int = 0):
             title="one dimension of the time encoding: cropped, and resampled between phases")
     a_1.legend(fontsize=6, loc="upper right")
     return fig
-
-
-def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
-    return style.save(fig, Path(out_dir) / name, close=False)
