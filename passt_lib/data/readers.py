@@ -517,10 +517,15 @@ READERS = {"passt-hdf5": PasstHDF5Dataset, "panns-hdf5": PannsHDF5Dataset}
 
 def open_dataset(config, path, *, classes=None, mids=None) -> AudioDataset:
     """One dataset file described by ``config`` (a ``DataConfig``)."""
+    # Masked labels (``passt_lib.labels``): a target row holds the labels, then the masks.
+    columns = config.n_classes * (2 if config.label_mask else 1)
     kw = dict(sample_rate=config.sample_rate, clip_seconds=config.clip_seconds,
-              n_classes=config.n_classes, task=config.task, on_error=config.on_error,
+              n_classes=columns, task=config.task, on_error=config.on_error,
               cache=config.cache)
     if config.format == "folder":
+        if config.label_mask:
+            raise ValueError("label_mask needs a format whose targets hold masks (passt-hdf5, "
+                             "openmic-npz); a folder CSV holds labels only")
         if config.n_classes and classes is not None and len(classes) != config.n_classes:
             raise ValueError(f"class CSV has {len(classes)} classes but the config says "
                              f"{config.n_classes}")
