@@ -10,6 +10,11 @@ files under ``train/`` and, written last, ``metrics.json`` carrying the hash of 
 config. A fold whose ``metrics.json`` matches is skipped; a fold that was killed resumes
 from its last checkpoint. The folds' scores are written to ``OUT/folds.json`` with their
 mean and standard deviation.
+
+``--whole-clips`` evaluates the trained model once more on the test set (the eval set where
+there is none) with every clip whole: clips longer than the model's window are cut into
+windows as ``passt-study predict`` cuts them (a quarter-window hop) and their scores averaged
+(:func:`evaluate_whole_clips`, ``OUT/whole_clips.json``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+from passt_lib import metrics as M
 from passt_lib.atomic import atomic_write_json, read_json
+from passt_lib.data import make_datasets, make_test_dataset
+from passt_lib.inference import load_model
+from passt_lib.labels import split_targets
 from passt_lib.errors import run_main
 from passt_lib.recipes import RECIPES, get_recipe, recipe_config
 from passt_lib.study.rundir import METRICS_FILE, config_hash, is_done, start_run
@@ -64,6 +75,28 @@ def run_one(config, run_dir: str | Path) -> dict:
         return {**result.metrics, "completed": False}
     run.finish(result.metrics)
     return read_json(run_dir / METRICS_FILE)
+
+
+def evaluate_whole_clips(checkpoint: str | Path, data, hop_seconds: float | None = None) -> dict:
+    """Scores of the model in ``checkpoint`` on ``data``'s test set (else its eval set) with
+    every clip whole, by windows (``AudioTagger.predict``, window scores averaged)."""
+    tagger = load_model(checkpoint)
+    ds = make_test_dataset(data)
+    which = "test"
+    if ds is None:
+        ds, which = make_datasets(data)[1], "eval"
+    scores = torch.cat([tagger.predict(ds.full_waveform(i), hop_seconds).clip_mean
+                        for i in range(len(ds))])  # (N, C)
+    targets = torch.as_tensor(ds.targets())
+    prefix = f"whole_{which}_"
+    if data.task == "singlelabel":
+        return {f"{prefix}accuracy": M.accuracy(scores, targets.argmax(dim=1)), "n": len(ds)}
+    mask = None
+    if data.label_mask:
+        targets, mask = split_targets(targets, scores.shape[1])
+    m = M.multilabel_metrics(scores, targets, mask)
+    return {f"{prefix}map": m["map"], f"{prefix}auc": m["auc"], "n": len(ds),
+            "note": "the last epoch's model; clips whole, window scores averaged"}
 
 
 def summarize_folds(per_fold: dict[int, dict]) -> dict:
@@ -121,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field (init=CHECKPOINT, init_arch=NAME, "
                         "lr=..., data.FIELD=...); repeatable")
+    p.add_argument("--whole-clips", action="store_true",
+                   help="also evaluate the test set with every clip whole, by windows")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -153,4 +188,9 @@ def _main(argv: Sequence[str] | None) -> int:
         + f" -> {out / METRICS_FILE}")
     if "selection" in m:
         print(f"selection: {m['selection']}")
+    if args.whole_clips:
+        whole = evaluate_whole_clips(out / "train" / "checkpoint.pt", config.data)
+        atomic_write_json(out / "whole_clips.json", whole)
+        print("whole clips: " + ", ".join(f"{k} {v:.4f}" for k, v in whole.items()
+                                          if isinstance(v, float)))
     return 0

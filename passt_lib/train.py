@@ -63,9 +63,9 @@ from passt_lib.data.augment import augment_batch, soft_targets, spec_mixup
 from passt_lib.data.config import DataConfig
 from passt_lib.data.pipeline import (
     Split,
-    load_test_split,
     TrainBatches,
     load_splits,
+    load_test_split,
     resolve_num_workers,
     skipped_count,
 )

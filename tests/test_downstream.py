@@ -389,7 +389,7 @@ def test_smoke_finetune_from_released_architecture(name, writer, released_cache,
     out = tmp_path / "out"
     rc = cli_main(["finetune", name, "--data", str(root), "--scale", "smoke", "--out", str(out),
                    "--no-progress", "--set", "threads=1", "--set", "epochs=2",
-                   "--set", "data.num_workers=0"])
+                   "--set", "data.num_workers=0", "--whole-clips"])
     stdout = capsys.readouterr().out
     assert rc == 0, stdout
     m = json.loads((out / "metrics.json").read_text())
@@ -397,6 +397,18 @@ def test_smoke_finetune_from_released_architecture(name, writer, released_cache,
     if name == "fsd50k":
         assert m["selected_epoch"] in (1, 2) and "selected_test_map" in m
         assert "validation set" in m["selection"] and "selection:" in stdout
+    whole = json.loads((out / "whole_clips.json").read_text())
+    split = "test" if name == "fsd50k" else "eval"
+    assert 0 <= whole[f"whole_{split}_map"] <= 1 and "whole clips:" in stdout
+
+
+def test_full_waveform_is_the_whole_clip(tmp_path):
+    """Training crops a 2.5 s clip to 1 s; the whole-clip evaluation reads all of it."""
+    from passt_lib.data.readers import PasstHDF5Dataset
+
+    path = write_passt(tmp_path / "long.hdf", [tone(440, 2.5)], np.ones((1, 3), bool))
+    ds = PasstHDF5Dataset(path, sample_rate=SR, clip_seconds=1.0, n_classes=3)
+    assert ds[0][0].shape == (SR,) and ds.full_waveform(0).shape[0] >= int(2.5 * SR)
 
 
 def test_esc50_folds_run_resume_and_average(released_cache, tmp_path, monkeypatch):

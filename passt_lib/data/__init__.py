@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from passt_lib.data import downstream
 from passt_lib.data.augment import (
     augment_batch,
     random_gain,
@@ -24,7 +25,6 @@ from passt_lib.data.augment import (
     spec_mixup,
     wave_mixup,
 )
-from passt_lib.data import downstream
 from passt_lib.data.config import DataConfig
 from passt_lib.data.readers import (
     ConcatAudioDataset,

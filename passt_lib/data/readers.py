@@ -208,6 +208,16 @@ class AudioDataset(torch.utils.data.Dataset):
         return fit_length(resample(to_mono(np.asarray(x, dtype=np.float32)), sr,
                                    self.sample_rate), self.n_samples)
 
+    def full_waveform(self, i: int) -> torch.Tensor:
+        """Entry ``i`` whole: mono at the configured rate, neither padded nor cropped (for
+        evaluating long clips by windows); an unreadable entry raises ValueError."""
+        try:
+            x, sr = self._read(i)
+        except READ_ERRORS as exc:
+            raise ValueError(f"cannot read {self._error(i, exc)}") from exc
+        x = resample(to_mono(np.asarray(x, dtype=np.float32)), sr, self.sample_rate)
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
     def _waveform(self, i: int) -> np.ndarray:
         if self.cache:
             if self._decoded is None:
