@@ -102,7 +102,7 @@ def evaluate_whole_clips(checkpoint: str | Path, data, hop_seconds: float | None
 def summarize_folds(per_fold: dict[int, dict]) -> dict:
     """Each fold's scores and, for every score all folds have, mean and sd (n - 1)."""
     keys = [k for k in next(iter(per_fold.values()))
-            if k.startswith(("eval_", "swa_eval_", "selected_"))
+            if k.startswith(("eval_", "swa_eval_", "selected_")) and not k.endswith("_seconds")
             and all(isinstance(m.get(k), (int, float)) for m in per_fold.values())]
     out = {"folds": {str(f): {k: m[k] for k in keys} for f, m in per_fold.items()}}
     for k in keys:

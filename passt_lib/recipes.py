@@ -149,7 +149,8 @@ def recipe_data(recipe: Recipe, data: str | Path | None, *, clip_seconds: float,
     if recipe.name == "keywords":
         from passt_lib.data import embedded
 
-        d = embedded.ensure(scale if scale != "paper" else "embedded", task="keywords")
+        d = embedded.ensure(scale if scale != "paper" else "embedded", task="keywords",
+                            progress=False)
         return d.replace(train_path=(d.train_paths[0], d.eval_path), eval_path="",
                          test_path=None, fold_column="sources", clip_seconds=d.clip_seconds,
                          fold=base["fold"], n_folds=recipe.folds, name="keywords-folds")
