@@ -30,9 +30,9 @@ import torch
 from passt_lib import metrics as M
 from passt_lib.atomic import atomic_write_json, read_json
 from passt_lib.data import make_datasets, make_test_dataset
+from passt_lib.errors import run_main
 from passt_lib.inference import load_model
 from passt_lib.labels import split_targets
-from passt_lib.errors import run_main
 from passt_lib.recipes import RECIPES, get_recipe, recipe_config
 from passt_lib.study.rundir import METRICS_FILE, config_hash, is_done, start_run
 from passt_lib.train import train
