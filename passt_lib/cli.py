@@ -17,6 +17,8 @@ from passt_lib.errors import DEBUG_ENV, run_main
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("passt_lib.data.cli", "build the embedded dataset or inspect HDF5 / folder datasets"),
     "train": ("passt_lib.train", "train one model (a preset at a scale) without a notebook"),
+    "finetune": ("passt_lib.finetune", "fine-tune on ESC-50, OpenMIC-2018 or FSD50K with the "
+                 "paper's recipes"),
     "predict": ("passt_lib.predict", "tag audio files with a trained model or released weights"),
     "export": ("passt_lib.model_files:main_export",
                "write a checkpoint's model as safetensors + JSON, to share"),

@@ -16,6 +16,7 @@ import torch.nn as nn
 from passt_lib import metrics as M
 from passt_lib.data.pipeline import Split, iterate_batches
 from passt_lib.frontend import check_finite
+from passt_lib.labels import split_targets
 from passt_lib.precision import autocast
 
 
@@ -34,12 +35,18 @@ def predict(model: nn.Module, mels: torch.Tensor, transform: Callable, batch_siz
     return torch.cat(out).cpu() if out else torch.zeros(0, 0)
 
 
-def eval_metrics(logits: torch.Tensor, targets: torch.Tensor, task: str) -> dict[str, float]:
+def eval_metrics(logits: torch.Tensor, targets: torch.Tensor, task: str, masked: bool = False,
+                 prefix: str = "eval_") -> dict[str, float]:
+    """Accuracy, or mAP, AUC and d' (over the labelled pairs of masked targets (N, 2C)),
+    named ``prefix`` + metric."""
     targets = targets.cpu()
     if task == "singlelabel":
-        return {"eval_accuracy": M.accuracy(logits, targets)}
-    m = M.multilabel_metrics(torch.sigmoid(logits), targets)
-    return {"eval_map": m["map"], "eval_auc": m["auc"], "eval_dprime": m["dprime"]}
+        return {f"{prefix}accuracy": M.accuracy(logits, targets)}
+    mask = None
+    if masked:
+        targets, mask = split_targets(targets, logits.shape[1])
+    m = M.multilabel_metrics(torch.sigmoid(logits), targets, mask)
+    return {f"{prefix}map": m["map"], f"{prefix}auc": m["auc"], f"{prefix}dprime": m["dprime"]}
 
 
 @torch.no_grad()

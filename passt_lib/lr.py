@@ -19,14 +19,20 @@ from functools import cached_property
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float,
-          final_ratio: float = 0.01) -> float:
+          final_ratio: float = 0.01, decay: tuple[int, int] | None = None) -> float:
     """Linear warm-up to ``base_lr`` over ``warmup_steps``, then linear decay to
-    ``base_lr * final_ratio`` at ``total_steps`` (and constant after it). Pure."""
+    ``base_lr * final_ratio`` at ``total_steps`` (and constant after it). With ``decay`` =
+    (first step, steps) the rate stays at ``base_lr`` after the warm-up until that step and
+    decays over those steps (the authors' downstream recipes). Pure."""
     if total_steps < 1 or warmup_steps < 0 or step < 0:
         raise ValueError(f"need total_steps >= 1, warmup_steps >= 0, step >= 0; got "
                          f"{total_steps}, {warmup_steps}, {step}")
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
+    if decay is not None:
+        start, length = decay
+        progress = min(max(step - start, 0) / max(length, 1), 1.0)
+        return base_lr * (1.0 - (1.0 - final_ratio) * progress)
     decay_steps = max(total_steps - warmup_steps, 1)
     progress = min((step - warmup_steps) / decay_steps, 1.0)
     return base_lr * (1.0 - (1.0 - final_ratio) * progress)
@@ -78,6 +84,7 @@ class LRSchedule:
     warmup_epochs: float
     base_lr: float
     final_ratio: float = 0.01
+    decay: tuple[float, float] | None = None  # (first epoch, epochs) of the decay; None: all
 
     @cached_property
     def plan(self) -> list[list[int]]:
@@ -119,5 +126,7 @@ class LRSchedule:
         _, offset, total = self._segments[pi]
         first = self.phase_epochs(pi).start
         step = offset + self.steps_before(epoch) - self.steps_before(first) + k
+        decay = None if self.decay is None else \
+            tuple(round(x * self.steps_per_epoch) for x in self.decay)
         return lr_at(step, total, warmup_steps(self.warmup_epochs, self.steps_per_epoch),
-                     self.base_lr, self.final_ratio)
+                     self.base_lr, self.final_ratio, decay)

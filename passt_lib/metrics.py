@@ -13,6 +13,10 @@ Multi-label (AudioSet style):
 - ``d_prime``: ``sqrt(2) * Phi^-1(AUC)`` of the mean AUC (the PANNs / AudioSet
   convention).
 
+Masked labels (OpenMIC): ``mask`` (N, C), 1 where a (clip, class) pair is labelled, makes
+every per-class score use the labelled clips of that class only: the same as scikit-learn's
+``sample_weight`` set to the mask column. Values behind a mask are never read.
+
 Single-label: ``accuracy`` of the arg-max.
 
 Baselines: ``prior_scores`` predicts the train label frequencies for every
@@ -39,14 +43,21 @@ def _as_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def _check_multilabel(scores, targets) -> tuple[np.ndarray, np.ndarray]:
+def _check_multilabel(scores, targets, mask=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores, positives, labelled), each (N, C); ``labelled`` is all True without a mask."""
     scores, targets = _as_numpy(scores).astype(np.float64), _as_numpy(targets)
     if scores.ndim != 2 or scores.shape != targets.shape:
         raise ValueError(
             f"expected scores and targets of the same shape (N, C); got {scores.shape} and "
             f"{targets.shape}"
         )
-    return scores, targets > 0.5
+    if mask is None:
+        return scores, targets > 0.5, np.ones(targets.shape, bool)
+    labelled = _as_numpy(mask) > 0.5
+    if labelled.shape != targets.shape:
+        raise ValueError(f"expected a mask of the targets' shape {targets.shape}; got "
+                         f"{labelled.shape}")
+    return scores, (targets > 0.5) & labelled, labelled
 
 
 def average_precision(scores, positives) -> float:
@@ -93,23 +104,27 @@ def roc_auc(scores, positives) -> float:
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def mean_average_precision(scores, targets) -> float:
-    """mAP over the classes that have at least one positive. scores, targets: (N, C)."""
-    scores, positives = _check_multilabel(scores, targets)
+def mean_average_precision(scores, targets, mask=None) -> float:
+    """mAP over the classes that have at least one (labelled) positive. scores, targets,
+    mask: (N, C); with ``mask``, each class's AP is over its labelled clips only."""
+    scores, positives, labelled = _check_multilabel(scores, targets, mask)
     classes = np.flatnonzero(positives.any(axis=0))
     if classes.size == 0:
         raise ValueError("no class has a positive example; mAP is undefined")
-    return float(np.mean([average_precision(scores[:, c], positives[:, c]) for c in classes]))
+    return float(np.mean([average_precision(scores[labelled[:, c], c],
+                                            positives[labelled[:, c], c]) for c in classes]))
 
 
-def mean_roc_auc(scores, targets) -> float:
-    """Mean ROC-AUC over the classes that have both positives and negatives."""
-    scores, positives = _check_multilabel(scores, targets)
+def mean_roc_auc(scores, targets, mask=None) -> float:
+    """Mean ROC-AUC over the classes that have both positives and negatives (among their
+    labelled clips, with ``mask``)."""
+    scores, positives, labelled = _check_multilabel(scores, targets, mask)
     n_pos = positives.sum(axis=0)
-    classes = np.flatnonzero((n_pos > 0) & (n_pos < positives.shape[0]))
+    classes = np.flatnonzero((n_pos > 0) & (n_pos < labelled.sum(axis=0)))
     if classes.size == 0:
         raise ValueError("no class has both positive and negative examples; AUC is undefined")
-    return float(np.mean([roc_auc(scores[:, c], positives[:, c]) for c in classes]))
+    return float(np.mean([roc_auc(scores[labelled[:, c], c], positives[labelled[:, c], c])
+                          for c in classes]))
 
 
 def d_prime(auc: float) -> float:
@@ -130,15 +145,21 @@ def accuracy(logits, labels) -> float:
     return float(np.mean(logits.argmax(axis=1) == labels))
 
 
-def multilabel_metrics(scores, targets) -> dict[str, float]:
-    """``{"map", "auc", "dprime"}`` of scores (N, C) against multi-hot targets (N, C)."""
-    auc = mean_roc_auc(scores, targets)
-    return {"map": mean_average_precision(scores, targets), "auc": auc, "dprime": d_prime(auc)}
+def multilabel_metrics(scores, targets, mask=None) -> dict[str, float]:
+    """``{"map", "auc", "dprime"}`` of scores (N, C) against multi-hot targets (N, C), over
+    the labelled pairs of ``mask`` (N, C) when given."""
+    auc = mean_roc_auc(scores, targets, mask)
+    return {"map": mean_average_precision(scores, targets, mask), "auc": auc,
+            "dprime": d_prime(auc)}
 
 
-def label_frequencies(targets, n_classes: int | None = None) -> np.ndarray:
-    """Per-class frequency (C,) of multi-hot (N, C) targets or of class indices (N,)."""
+def label_frequencies(targets, n_classes: int | None = None, mask=None) -> np.ndarray:
+    """Per-class frequency (C,) of multi-hot (N, C) targets or of class indices (N,); with
+    ``mask`` (N, C), among the labelled clips of each class."""
     targets = _as_numpy(targets)
+    if targets.ndim == 2 and mask is not None:
+        labelled = _as_numpy(mask) > 0.5
+        return ((targets > 0.5) & labelled).sum(axis=0) / np.maximum(labelled.sum(axis=0), 1)
     if targets.ndim == 2:
         return (targets > 0.5).mean(axis=0)
     if targets.ndim == 1:
@@ -148,20 +169,22 @@ def label_frequencies(targets, n_classes: int | None = None) -> np.ndarray:
     raise ValueError(f"expected targets (N, C) or (N,); got shape {targets.shape}")
 
 
-def prior_scores(train_targets, n_eval: int, n_classes: int | None = None) -> np.ndarray:
+def prior_scores(train_targets, n_eval: int, n_classes: int | None = None,
+                 mask=None) -> np.ndarray:
     """The class-prior baseline: train label frequencies repeated for every eval clip, (N_eval, C)."""
-    freq = label_frequencies(train_targets, n_classes)
+    freq = label_frequencies(train_targets, n_classes, mask)
     return np.tile(freq[None, :], (n_eval, 1))  # (N_eval, C)
 
 
-def prior_map(train_targets, eval_targets) -> float:
+def prior_map(train_targets, eval_targets, train_mask=None, eval_mask=None) -> float:
     """mAP of predicting the train label frequencies for every eval clip.
 
     Every clip gets the same score per class, so each class's AP is its eval
     prevalence: the prior mAP is the mean prevalence of the classes present.
     """
     eval_targets = _as_numpy(eval_targets)
-    return mean_average_precision(prior_scores(train_targets, eval_targets.shape[0]), eval_targets)
+    scores = prior_scores(train_targets, eval_targets.shape[0], mask=train_mask)
+    return mean_average_precision(scores, eval_targets, eval_mask)
 
 
 def prior_accuracy(train_labels, eval_labels, n_classes: int) -> float:

@@ -53,6 +53,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from passt_lib import metrics as M
 from passt_lib.atomic import atomic_write_text
@@ -64,6 +65,7 @@ from passt_lib.data.pipeline import (
     Split,
     TrainBatches,
     load_splits,
+    load_test_split,
     resolve_num_workers,
     skipped_count,
 )
@@ -86,6 +88,7 @@ from passt_lib.distributed import (
 from passt_lib.errors import TrainingDiverged, run_main
 from passt_lib.evaluate import compute_mels, eval_metrics, predict
 from passt_lib.frontend import MelFrontend
+from passt_lib.labels import masked_bce, split_targets
 from passt_lib.lr import LRSchedule
 from passt_lib.phases import Phase, parse_schedule
 from passt_lib.precision import autocast, resolve_precision
@@ -177,6 +180,8 @@ class Run:
     history: list[dict] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)  # per phase, for metrics.json
     done: int = 0  # epochs finished
+    test_split: Split | None = None  # data.test_path, evaluated every epoch (select="best")
+    swa: AveragedModel | None = None  # the averaged weights (swa_start_epoch)
     spent: dict = field(default_factory=lambda: {"train": 0.0, "eval": 0.0, "total": 0.0})
 
     @property
@@ -210,8 +215,11 @@ def setup(config: TrainConfig) -> Run:
         for note in initial_weights(model, config.init, config.init_arch):
             log.info("init from %s: %s", config.init, note)
     model = model.to(device)
+    decay = None if config.decay_start_epoch is None else (
+        config.decay_start_epoch, config.decay_epochs if config.decay_epochs is not None
+        else config.epochs - config.decay_start_epoch)
     schedule = LRSchedule(parse_phases(config), steps_per_epoch, config.warmup_epochs,
-                          config.lr, config.final_lr_ratio)
+                          config.lr, config.final_lr_ratio, decay)
     sampler = _sampler(data, train_split, n_classes, steps_per_epoch * config.batch_size, d,
                        config.seed)
     batches = TrainBatches(train_split, sampler, config.batch_size // d.world,
@@ -223,6 +231,8 @@ def setup(config: TrainConfig) -> Run:
     from passt_lib.data import label_names
 
     run.labels = label_names(data)
+    if config.select == "best":
+        run.test_split = load_test_split(data)
     _resume(run)
     run.bar = tqdm(total=schedule.total_steps, initial=schedule.steps_before(run.done),
                    disable=not (config.progress and d.main), unit="step", dynamic_ncols=True)
@@ -252,8 +262,10 @@ def _sampler(data: DataConfig, split: Split, n_classes: int, num_samples: int, d
              seed: int) -> ShardedSampler:
     weights = None
     if data.balanced:
-        weights = balanced_weights(_multi_hot(split.targets.cpu(), n_classes).numpy(),
-                                   data.balanced_sum, data.balanced_offset)
+        targets = split.targets.cpu()
+        hot = split_targets(targets, n_classes)[0] if data.label_mask else \
+            _multi_hot(targets, n_classes)
+        weights = balanced_weights(hot.numpy(), data.balanced_sum, data.balanced_offset)
     return ShardedSampler(len(split), weights=weights, num_samples=num_samples, rank=d.rank,
                           world_size=d.world, seed=seed)
 
@@ -276,9 +288,8 @@ def _n_classes(data: DataConfig, split: Split) -> int:
     if data.n_classes:
         return data.n_classes
     ds = split.dataset
-    if getattr(ds, "n_classes", 0):
-        return ds.n_classes
-    return int(split.targets.shape[1])
+    columns = getattr(ds, "n_classes", 0) or int(split.targets.shape[1])
+    return columns // 2 if data.label_mask else columns  # masked: labels, then masks
 
 
 def _multi_hot(targets: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -363,6 +374,7 @@ class PhaseState:
     batches: TrainBatches  # waveforms, or the phase's mels when they are computed once
     eval_mels: torch.Tensor  # (n_eval_local, F, T)
     record: dict  # per-phase results for metrics.json
+    test_mels: torch.Tensor | None = None  # (n_test_local, F, T) with select="best"
 
     @property
     def transform(self) -> Callable:
@@ -382,6 +394,10 @@ def start_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
     if ckpt is not None and ckpt["phase_index"] == pi:  # mid-phase: same optimizer state
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
+    if run.config.swa_start_epoch is not None and run.swa is None:
+        run.swa = AveragedModel(model)  # a copy; it averages from swa_start_epoch on
+        if ckpt is not None and ckpt.get("swa") is not None:
+            run.swa.load_state_dict(ckpt["swa"])
     run.ckpt = None
     # Readers reject non-finite clips when they decode them, so the training front-end skips
     # its finiteness check (a host sync every step); the eval front-end keeps it.
@@ -412,9 +428,14 @@ def start_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
     eval_idx = torch.arange(len(run.eval_split))[run.d.rank::run.d.world]  # this rank's shard
     mels = compute_mels(MelFrontend(mel_cfg).to(run.device), run.eval_split, eval_idx,
                         run.eval_batch, run.device, run.data.num_workers)
+    test_mels = None
+    if run.test_split is not None:
+        test_idx = torch.arange(len(run.test_split))[run.d.rank::run.d.world]
+        test_mels = compute_mels(MelFrontend(mel_cfg).to(run.device), run.test_split, test_idx,
+                                 run.eval_batch, run.device, run.data.num_workers)
     example = transform(mels[:1].to(run.device))  # (1, F, T)
     record["train_flops_per_sample"] = train_flops_per_sample(run.config.model, model, example)
-    return PhaseState(pi, phases[pi], model, step, batches, mels, record)
+    return PhaseState(pi, phases[pi], model, step, batches, mels, record, test_mels)
 
 
 def fixed_train_mels(run: Run, mel_config) -> bool:
@@ -475,18 +496,22 @@ class Step:
                 mel = self.frontend(wave)  # (B, F, T)
         if self.data.spec_mixup_alpha > 0:
             mel, target = spec_mixup(mel, soft_targets(target, self.n_classes),
-                                     self.data.spec_mixup_alpha, generator)
+                                     self.data.spec_mixup_alpha, generator,
+                                     masked=self.data.label_mask)
         with autocast(self.precision, self.device):
             logits = self.model(self.transform(mel))  # (B, C)
-        loss = _loss(logits, target, self.data.task)
+        loss = _loss(logits, target, self.data.task, self.data.label_mask)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return loss.detach()
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
+def _loss(logits: torch.Tensor, target: torch.Tensor, task: str,
+          masked: bool = False) -> torch.Tensor:
     logits = logits.float()
+    if masked:  # averaged over the labelled (clip, class) pairs only
+        return masked_bce(logits, target, logits.shape[1])
     if task == "multilabel":
         return F.binary_cross_entropy_with_logits(logits, target)
     return F.cross_entropy(logits, target)  # class indices, or soft targets after mixup
@@ -574,9 +599,9 @@ def end_epoch(run: Run, ps: PhaseState, e: int, epoch: EpochResult) -> None:
     (loss,) = all_reduce_mean([epoch.loss], run.d)
     t_train = epoch.seconds
     t0 = time.perf_counter()
-    logits = gather_rows(predict(ps.model, ps.eval_mels, ps.transform, run.eval_batch,
-                                 run.precision, run.device), len(run.eval_split), run.d)
-    scores = eval_metrics(logits, run.eval_split.targets, run.data.task) if run.d.main else {}
+    if run.swa is not None and e + 1 >= run.config.swa_start_epoch:
+        run.swa.update_parameters(ps.model)
+    scores = evaluate_epoch(run, ps)
     t_eval = time.perf_counter() - t0
     n_trained = run.schedule.epoch_steps[e] * run.config.batch_size
     run.spent["train"] += t_train
@@ -598,6 +623,26 @@ def end_epoch(run: Run, ps: PhaseState, e: int, epoch: EpochResult) -> None:
         save_checkpoint(run.out_dir / "checkpoint.pt", checkpoint_state(run, ps, e))
 
 
+def evaluate_epoch(run: Run, ps: PhaseState) -> dict[str, float]:
+    """The eval set's scores (``eval_*``), and where they exist the averaged model's
+    (``swa_*``) and the test set's (``test_*``), on rank 0 (empty elsewhere)."""
+    models = [("", ps.model)]
+    if run.swa is not None and int(run.swa.n_averaged) > 0:
+        models.append(("swa_", run.swa.module))
+    sets = [("eval_", ps.eval_mels, run.eval_split)]
+    if ps.test_mels is not None:
+        sets.append(("test_", ps.test_mels, run.test_split))
+    scores = {}
+    for name, model in models:
+        for prefix, mels, split in sets:
+            logits = gather_rows(predict(model, mels, ps.transform, run.eval_batch,
+                                         run.precision, run.device), len(split), run.d)
+            if run.d.main:
+                scores.update(eval_metrics(logits, split.targets, run.data.task,
+                                           run.data.label_mask, prefix=name + prefix))
+    return scores
+
+
 def checkpoint_state(run: Run, ps: PhaseState, e: int) -> dict:
     """What checkpoint.pt holds after epoch ``e``: the training state to resume from, and the
     description that makes the model usable on its own (``inference.load_model``)."""
@@ -611,6 +656,7 @@ def checkpoint_state(run: Run, ps: PhaseState, e: int) -> dict:
         "config": c.to_dict(), "epoch": e + 1, "phase_index": ps.index,
         "phase_full": ps.phase.is_full, "step": run.schedule.steps_before(e + 1),
         "model": ps.model.state_dict(), "optimizer": ps.step.optimizer.state_dict(),
+        "swa": None if run.swa is None else run.swa.state_dict(),
         "rng": rng_state(), "history": run.history, "phases": run.records,
         "precision": run.precision, "world_size": run.d.world,
         "seconds": {**run.spent, "total": run.spent["total"] + time.perf_counter() - run.t_start},
@@ -651,7 +697,8 @@ def run_metrics(run: Run, model: nn.Module) -> dict:
     last = run.history[-1] if run.history else {}
     samples = sum(r["train_samples"] for r in records)
     return {
-        **{k: v for k, v in last.items() if k.startswith("eval_")},
+        **{k: v for k, v in last.items() if k.startswith(("eval_", "swa_", "test_"))},
+        **_selected(run),
         **_prior(run),
         "preset": c.model, "scale": c.scale, "schedule": c.schedule,
         "epochs": len(run.history), "seed": c.seed,
@@ -672,9 +719,26 @@ def run_metrics(run: Run, model: nn.Module) -> dict:
     }
 
 
+def _selected(run: Run) -> dict:
+    """With select="best": the epoch whose eval (validation) score is best, and the test set's
+    scores at that epoch (``selected_test_*``), the averaged model's too where it exists."""
+    if run.config.select != "best" or not run.history:
+        return {}
+    key = "eval_map" if run.data.task == "multilabel" else "eval_accuracy"
+    best = max(run.history, key=lambda h: h.get(key, float("-inf")))
+    return {"selection": f"the epoch of the best {key} on the validation set "
+                         f"({run.data.eval_path}); selected_test_* are the test set's "
+                         f"({run.data.test_path}) scores at that epoch",
+            "selected_epoch": best["epoch"],
+            **{f"selected_{k}": v for k, v in best.items() if "test_" in k}}
+
+
 def _prior(run: Run) -> dict:
     """The score of predicting the train label frequencies: the floor to beat."""
     tr, ev = run.train_split.targets.cpu(), run.eval_split.targets.cpu()
+    if run.data.label_mask:
+        (tr, tr_mask), (ev, ev_mask) = (split_targets(t, run.n_classes) for t in (tr, ev))
+        return {"prior_map": M.prior_map(tr, ev, tr_mask, ev_mask)}
     if run.data.task == "multilabel":
         return {"prior_map": M.prior_map(tr, ev)}
     return {"prior_accuracy": M.prior_accuracy(tr, ev, run.n_classes)}

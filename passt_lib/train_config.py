@@ -56,7 +56,15 @@ class TrainConfig:
         "pool:4x300steps,full:2"); None = one full phase of ``epochs``. With a schedule,
         ``epochs`` is its total (None when a phase is given in steps: the epochs then
         depend on the dataset size and batch).
-    final_lr_ratio: the learning rate decays linearly to ``lr * final_lr_ratio``.
+    final_lr_ratio: the learning rate decays linearly to ``lr * final_lr_ratio``: from the end
+        of the warm-up to the end of the run, or with ``decay_start_epoch`` (and
+        ``decay_epochs``, None = to the end) from that epoch over that many epochs.
+    swa_start_epoch: average the weights (SWA, ``torch.optim.swa_utils.AveragedModel``) at
+        the end of this epoch (counted from 1) and every later one; the averaged model is
+        evaluated beside the trained one (``swa_eval_*``) and saved in the checkpoint.
+    select: "last" reports the last epoch; "best" also evaluates ``data.test_path`` every
+        epoch and reports its scores (``selected_test_*``) at the epoch whose eval score
+        (the validation set's) is best.
     precision: "auto" (bf16 where native), "fp32", "bf16", "fp16".
     compile: ``torch.compile`` the model: True, False, or "auto" (on for CUDA, off on
         CPU, where compiling takes longer than the small scales train).
@@ -85,7 +93,11 @@ class TrainConfig:
     lr: float | None = None
     warmup_epochs: float | None = None
     final_lr_ratio: float = 0.01
+    decay_start_epoch: float | None = None
+    decay_epochs: float | None = None
     weight_decay: float = 1e-4
+    swa_start_epoch: int | None = None
+    select: str = "last"
     schedule: str | None = None
     precision: str = "auto"
     compile: bool | str = "auto"
@@ -156,6 +168,16 @@ class TrainConfig:
         if self.lr <= 0 or self.warmup_epochs < 0 or not 0 <= self.final_lr_ratio <= 1:
             raise ValueError(f"need lr > 0, warmup_epochs >= 0, final_lr_ratio in [0, 1]; got "
                              f"{self.lr}, {self.warmup_epochs}, {self.final_lr_ratio}")
+        if self.select not in ("last", "best"):
+            raise ValueError(f"select must be 'last' or 'best'; got {self.select!r}")
+        test_path = self.data_overrides.get("test_path") or (self.data and self.data.test_path)
+        if self.select == "best" and not test_path:
+            raise ValueError("select='best' picks an epoch on the eval (validation) set and "
+                             "reports data.test_path there: set data.test_path")
+        if self.swa_start_epoch is not None and (self.swa_start_epoch < 1 or self.schedule):
+            raise ValueError(f"swa_start_epoch must be >= 1 and needs a single-phase run (no "
+                             f"schedule); got {self.swa_start_epoch}, schedule "
+                             f"{self.schedule!r}")
         if self.stop_after_epoch is not None and self.stop_after_epoch < 1:
             raise ValueError(f"stop_after_epoch must be >= 1; got {self.stop_after_epoch}")
 

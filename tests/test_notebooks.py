@@ -132,6 +132,8 @@ SMOKE_STUDIES = {
     "speed": {"notebook": "notebooks/30_speed.ipynb",
               "fixed": {"models": ["ast", "passt-s"], "steps": 1, "warmup": 1,
                         "scaling_seconds": [0.5, 1.0], "scaling_models": ["ast", "passt-s"]}, "grid": {"seed": [0]}},
+    "downstream": {"notebook": "notebooks/40_downstream.ipynb", "fixed": {"folds": 2},
+                   "grid": {"seed": [0]}},
 }
 
 
@@ -180,6 +182,12 @@ def test_every_notebook_runs_at_smoke_scale(smoke_runs, drawn):
     assert a["clip"] == b["clip"] and a["tags"] == b["tags"]
     assert (Path(tours[0].run_dir) / "patchout.png").read_bytes() != \
         (Path(tours[1].run_dir) / "patchout.png").read_bytes()
+    # 40_downstream: keywords fine-tuned fold by fold from the mixtures model it pre-trained
+    down = next(s for s in specs if s.study == "downstream")
+    m = read_json(Path(down.run_dir) / "metrics.json")
+    accs = [f["eval_accuracy"] for f in m["folds"].values()]
+    assert len(accs) == 2 and m["eval_accuracy"]["mean"] == pytest.approx(sum(accs) / 2)
+    assert (Path(down.run_dir) / "folds" / "fold-2" / "metrics.json").exists()
     # patchout "preset": PaSST-S with its own patchout trains on fewer tokens
     preset = by[("patchout", "preset", None)]
     assert preset["tokens_train"] < none["tokens_train"]

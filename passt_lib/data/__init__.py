@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from passt_lib.data import downstream
 from passt_lib.data.augment import (
     augment_batch,
     random_gain,
@@ -54,6 +55,9 @@ def _label_space(config: DataConfig):
             raise ValueError(f"class CSV {config.class_csv!r} lists {len(rows)} classes but "
                              f"the config says n_classes={config.n_classes}")
         config = config.replace(n_classes=len(rows))
+    elif config.format in downstream.FORMATS:
+        classes = downstream.class_names(config)
+        config = config.replace(n_classes=config.n_classes or len(classes))
     elif config.format == "folder":
         names = sorted({c for p in config.train_paths
                         for c in folder_classes(p, config.label_column)})
@@ -73,7 +77,10 @@ def label_names(config: DataConfig) -> tuple[list[str] | None, list[str] | None]
 
 
 def _open(config, paths, classes, mids):
-    parts = [open_dataset(config, p, classes=classes, mids=mids) for p in paths]
+    if config.format in downstream.FORMATS:
+        parts = [downstream.open_downstream(config, p) for p in paths]
+    else:
+        parts = [open_dataset(config, p, classes=classes, mids=mids) for p in paths]
     return parts[0] if len(parts) == 1 else ConcatAudioDataset(parts)
 
 
@@ -83,6 +90,8 @@ def make_datasets(config: DataConfig):
     if not config.train_paths or not all(config.train_paths):
         raise ValueError("DataConfig.train_path is empty; set it or use "
                          "passt_lib.data.embedded.ensure() / DataConfig.audioset(root)")
+    if config.fold is not None:  # eval is one fold of the train files, train the others
+        return downstream.fold_split(_open(config, config.train_paths, classes, mids), config)
     if not config.eval_path:
         raise ValueError("DataConfig.eval_path is empty")
     train = _open(config, config.train_paths, classes, mids)

@@ -7,13 +7,16 @@ where the batch is: the training loop augments on the training device, after the
 batch has been copied there, so that loader workers only decode. Draws reach the
 device with non-blocking copies: no step here waits for the device.
 Targets are float (B, C); single-label int64 class indices are turned into
-one-hot rows by ``soft_targets`` first.
+one-hot rows by ``soft_targets`` first. With ``masked=True`` targets are (B, 2C) labels then
+label masks (``passt_lib.labels``): mixup mixes the labels and multiplies the masks.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from passt_lib.labels import mix_targets
 
 
 def _rand(shape, generator):
@@ -50,7 +53,8 @@ def mixup_lambda(n: int, alpha: float, generator=None) -> torch.Tensor:
 
 
 def wave_mixup(wave: torch.Tensor, target: torch.Tensor, *, fraction: float = 0.5,
-               alpha: float = 2.0, generator: torch.Generator | None = None):
+               alpha: float = 2.0, generator: torch.Generator | None = None,
+               masked: bool = False):
     """Mix a random ``fraction`` of the batch with shuffled partners (PaSST's waveform mixup).
 
     wave (B, S), target (B, C) float. Each chosen sample i becomes
@@ -75,12 +79,12 @@ def wave_mixup(wave: torch.Tensor, target: torch.Tensor, *, fraction: float = 0.
     out_w[chosen] = torch.lerp(x2, x1, lam[:, None]) - (lam * m1 + (1 - lam) * m2)[:, None]
     lt = lam.to(target.device, target.dtype)[:, None]
     ct, pt = chosen.to(target.device), partner.to(target.device)
-    out_t[ct] = lt * target[ct] + (1 - lt) * target[pt]
+    out_t[ct] = mix_targets(target[ct], target[pt], lt, masked)
     return out_w, out_t
 
 
 def spec_mixup(mel: torch.Tensor, target: torch.Tensor, alpha: float = 0.3,
-               generator: torch.Generator | None = None):
+               generator: torch.Generator | None = None, masked: bool = False):
     """Mixup on spectrograms (the training loop applies it after the front-end).
 
     mel (B, ...) any trailing shape, target (B, C) float. Every sample i becomes
@@ -97,7 +101,8 @@ def spec_mixup(mel: torch.Tensor, target: torch.Tensor, alpha: float = 0.3,
     lam = _on(mixup_lambda(b, alpha, generator), mel)  # (B,)
     lm = lam.to(mel.dtype).view(b, *([1] * (mel.ndim - 1)))  # (B, 1, ...)
     lt = lam.to(target.device, target.dtype)[:, None]  # (B, 1)
-    return lm * mel + (1 - lm) * mel[perm], lt * target + (1 - lt) * target[perm.to(target.device)]
+    return lm * mel + (1 - lm) * mel[perm], mix_targets(target, target[perm.to(target.device)],
+                                                       lt, masked)
 
 
 def random_gain(wave: torch.Tensor, max_db: float = 7.0,
@@ -143,5 +148,6 @@ def augment_batch(wave: torch.Tensor, target: torch.Tensor, config, n_classes: i
                 raise ValueError("wave mixup of class-index targets needs n_classes")
             target = soft_targets(target, n_classes)
         wave, target = wave_mixup(wave, target, fraction=config.wave_mixup,
-                                  alpha=config.wave_mixup_alpha, generator=generator)
+                                  alpha=config.wave_mixup_alpha, generator=generator,
+                                  masked=config.label_mask)
     return wave, target

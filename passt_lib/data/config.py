@@ -15,7 +15,7 @@ from pathlib import Path
 
 from passt_lib.configs import from_dict_strict, replace_strict
 
-FORMATS = ("passt-hdf5", "panns-hdf5", "folder")
+FORMATS = ("passt-hdf5", "panns-hdf5", "folder", "esc50", "openmic-npz", "fsd50k")
 TASKS = ("multilabel", "singlelabel")
 ON_ERROR = ("raise", "skip")
 
@@ -34,6 +34,18 @@ class DataConfig:
     e.g. AudioSet balanced + unbalanced). For ``format="folder"`` each path is a
     CSV file whose audio files are relative to the CSV's folder (see
     ``readers.FolderDataset``). ``test_path`` is an optional extra test set.
+    The downloads of ESC-50, OpenMIC-2018 and FSD50K are formats of their own
+    (``passt_lib.data.downstream``): their paths name the dataset's folder and a split.
+
+    Masked labels: ``label_mask`` says that every target row holds ``n_classes`` labels
+    and then ``n_classes`` masks (1 = labelled), as OpenMIC's (``passt_lib.labels``).
+
+    Folds: with ``fold`` set, the clips of ``train_path`` (all its files) are split by
+    the fold of each clip: those of fold ``fold`` are evaluated on, the others trained on
+    (``eval_path`` is not read). A clip's fold is the ``fold_column`` of its row (folder
+    CSVs, ESC-50's meta/esc50.csv), or of the HDF5 dataset of that name: integers are
+    folds; strings are groups (e.g. speakers), whose first ``;``-separated item is dealt,
+    in sorted order, to folds 1 .. ``n_folds``.
 
     Augmentation (all per sample; 0 / False switches a step off):
     - ``wave_mixup``: fraction of each batch mixed with a shuffled partner, lambda ~
@@ -58,6 +70,10 @@ class DataConfig:
     on_error: str = "raise"
     cache: bool = False  # keep decoded clips in memory (small datasets)
     label_column: str = "labels"  # folder format: the CSV column holding labels
+    label_mask: bool = False
+    fold: int | None = None
+    fold_column: str = "fold"
+    n_folds: int = 5
     # augmentation
     wave_mixup: float = 0.5
     wave_mixup_alpha: float = 2.0
@@ -95,6 +111,10 @@ class DataConfig:
         for field in ("wave_mixup_alpha", "spec_mixup_alpha", "gain_db", "roll_fraction"):
             if getattr(self, field) < 0:
                 raise ValueError(f"{field} must be >= 0; got {getattr(self, field)}")
+        if self.fold is not None and not 1 <= self.fold <= self.n_folds:
+            raise ValueError(f"fold must be in 1..{self.n_folds} (n_folds); got {self.fold}")
+        if self.label_mask and self.task != "multilabel":
+            raise ValueError("label_mask needs task='multilabel'")
         if self.n_classes < 0:
             raise ValueError(f"n_classes must be >= 0; got {self.n_classes}")
         if self.num_workers != "auto" and (isinstance(self.num_workers, bool) or

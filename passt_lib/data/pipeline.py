@@ -114,6 +114,17 @@ def load_splits(data: DataConfig, *, preload: bool | None, num_workers: int,
     return splits[0], splits[1]
 
 
+def load_test_split(data: DataConfig) -> Split:
+    """The extra test set (``data.test_path``), read from its files when evaluated."""
+    from passt_lib.data import make_test_dataset
+
+    ds = make_test_dataset(data)
+    if ds is None:
+        raise ValueError("no test set: data.test_path is not set")
+    targets = torch.as_tensor(np.asarray(ds.targets()))
+    return Split(ds, targets.argmax(dim=1) if data.task == "singlelabel" else targets)
+
+
 def skipped_count(split: Split, num_workers: int) -> int | None:
     """Entries skipped under ``on_error="skip"`` (0 for datasets without the policy).
 

@@ -208,6 +208,16 @@ class AudioDataset(torch.utils.data.Dataset):
         return fit_length(resample(to_mono(np.asarray(x, dtype=np.float32)), sr,
                                    self.sample_rate), self.n_samples)
 
+    def full_waveform(self, i: int) -> torch.Tensor:
+        """Entry ``i`` whole: mono at the configured rate, neither padded nor cropped (for
+        evaluating long clips by windows); an unreadable entry raises ValueError."""
+        try:
+            x, sr = self._read(i)
+        except READ_ERRORS as exc:
+            raise ValueError(f"cannot read {self._error(i, exc)}") from exc
+        x = resample(to_mono(np.asarray(x, dtype=np.float32)), sr, self.sample_rate)
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
     def _waveform(self, i: int) -> np.ndarray:
         if self.cache:
             if self._decoded is None:
@@ -517,10 +527,15 @@ READERS = {"passt-hdf5": PasstHDF5Dataset, "panns-hdf5": PannsHDF5Dataset}
 
 def open_dataset(config, path, *, classes=None, mids=None) -> AudioDataset:
     """One dataset file described by ``config`` (a ``DataConfig``)."""
+    # Masked labels (``passt_lib.labels``): a target row holds the labels, then the masks.
+    columns = config.n_classes * (2 if config.label_mask else 1)
     kw = dict(sample_rate=config.sample_rate, clip_seconds=config.clip_seconds,
-              n_classes=config.n_classes, task=config.task, on_error=config.on_error,
+              n_classes=columns, task=config.task, on_error=config.on_error,
               cache=config.cache)
     if config.format == "folder":
+        if config.label_mask:
+            raise ValueError("label_mask needs a format whose targets hold masks (passt-hdf5, "
+                             "openmic-npz); a folder CSV holds labels only")
         if config.n_classes and classes is not None and len(classes) != config.n_classes:
             raise ValueError(f"class CSV has {len(classes)} classes but the config says "
                              f"{config.n_classes}")

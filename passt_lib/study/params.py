@@ -188,11 +188,30 @@ class FiguresParams(NotebookParams):
     results: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class DownstreamParams(MeasuredParams):
+    """40_downstream. ``init``: a mixtures checkpoint to start from; empty: pre-train one
+    at this scale first (into the run directory, resumed if interrupted)."""
+
+    SCALES: ClassVar[tuple[str, ...]] = ("smoke", "embedded")  # the paper's: finetune
+
+    folds: int = 5
+    init: str = ""
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.folds <= 5:
+            raise ValueError(f"folds={self.folds}: run folds 1..folds of 5, so 1 to 5")
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+
+
 # The notebook each contract belongs to, by file stem.
 NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {
     "00_tour": TourParams, "10_patchout": PatchoutParams,
     "20_coarse_to_fine": CoarseToFineParams, "30_speed": SpeedParams,
-    "90_figures": FiguresParams,
+    "40_downstream": DownstreamParams, "90_figures": FiguresParams,
 }
 
 
