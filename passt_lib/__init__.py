@@ -11,8 +11,8 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "create_model": "passt_lib.registry",
-    "list_models": "passt_lib.registry",
+    "create_model": "passt_lib.models",
+    "list_models": "passt_lib.models",
     "register_model": "passt_lib.registry",
     "PaSST": "passt_lib.model",
     "PaSSTConfig": "passt_lib.model",

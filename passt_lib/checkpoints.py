@@ -30,7 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from passt_lib.atomic import atomic_write_bytes
+from passt_lib.compression import transfer_state_dict
 from passt_lib.model import PaSST, PaSSTConfig
+from passt_lib.released import released
 
 # Format of the checkpoints ``passt-study train`` writes: 2 = self-describing (model, front-end,
 # classes, task, commit: ``inference.describe``), with (frequency, time) patch sizes; 1 (no
@@ -213,7 +215,10 @@ def _check_keys(got: set[str], expected: set[str], what: str, allow_missing: set
         raise ValueError(f"{what}: missing keys {missing}; unexpected keys {unexpected}")
 
 
-def _read(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def read_state_dict(source: str | os.PathLike | Mapping[str, torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict or of a file holding one (read with ``weights_only=True``),
+    out of a Lightning ``state_dict`` or DeiT ``model`` wrapper."""
     if isinstance(source, (str, os.PathLike)):
         source = torch_load(source, weights_only=True)
     if not isinstance(source, Mapping):
@@ -312,8 +317,6 @@ def load_reference_checkpoint(
     tensors. ``overrides`` go to the config (e.g. patchout amounts for fine-tuning).
     """
     if arch is not None:
-        from passt_lib.released import released
-
         a = released(arch)
         fstride, tstride, input_tdim, input_fdim = a.fstride, a.tstride, a.input_tdim, \
             a.input_fdim
@@ -321,7 +324,7 @@ def load_reference_checkpoint(
         raise ValueError("give arch= a released architecture name, or fstride, tstride and "
                          f"input_tdim; got fstride={fstride}, tstride={tstride}, "
                          f"input_tdim={input_tdim}")
-    sd = strip_prefixes(_read(source), prefer=prefer)
+    sd = strip_prefixes(read_state_dict(source), prefer=prefer)
     sd = {k: v for k, v in sd.items() if k not in IGNORED_REFERENCE_KEYS}
     cfg = infer_config(sd, fstride=fstride, tstride=tstride, input_tdim=input_tdim,
                        input_fdim=input_fdim, num_heads=num_heads, **overrides)
@@ -353,8 +356,6 @@ def initial_weights(model: torch.nn.Module, source: str | os.PathLike,
     notes = []
     if isinstance(src_config, PaSSTConfig) and isinstance(getattr(model, "config", None),
                                                           PaSSTConfig):
-        from passt_lib.compression import transfer_state_dict
-
         if src_config.pos_grid != model.config.pos_grid:
             notes.append(f"encodings resampled from {src_config.pos_grid} to "
                          f"{model.config.pos_grid} positions")
@@ -452,9 +453,12 @@ def load_pretrained(model: PaSST, pretrained: str) -> PaSST:
     if pretrained != "imagenet":
         raise ValueError(f"unknown pretrained weights {pretrained!r}; expected 'imagenet' "
                          "(reference checkpoints load with load_reference_checkpoint)")
+    if not isinstance(model, PaSST):
+        raise ValueError(f"pretrained='imagenet' initialises PaSST / AST models from DeiT; "
+                         f"this is a {type(model).__name__}")
     if model.config.embed_dim != 768:
         raise ValueError(f"ImageNet weights are {DEIT_NAME} (width 768, depth 12); "
-                         f"the model has embed_dim {model.config.embed_dim}; use width='base'")
+                         f"the model has embed_dim {model.config.embed_dim}; use size='base'")
     import timm
 
     try:

@@ -42,7 +42,6 @@ integer rounding).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -53,7 +52,7 @@ import torchaudio.functional as AF
 
 from passt_lib.configs import replace_strict
 from passt_lib.frontend import MelConfig
-from passt_lib.registry import register_model
+from passt_lib.registry import register_presets
 
 EXTRACTOR_PREFIXES = ("spectrogram_extractor.", "logmel_extractor.")
 
@@ -275,10 +274,4 @@ def load_panns_state_dict(model: PANNsCNN, checkpoint: Mapping[str, object], str
     return model.load_state_dict(panns_state_dict(checkpoint), strict=strict)
 
 
-def _build(name: str, **overrides) -> PANNsCNN:
-    """A PANNs CNN preset; overrides are CNNConfig fields (e.g. n_classes)."""
-    return PANNsCNN(CNNConfig.preset(name, **overrides))
-
-
-for _name in CNN_PRESETS:
-    register_model(_name, display=_name.upper(), scale_mels=True)(functools.partial(_build, _name))
+register_presets(CNN_PRESETS, CNNConfig.preset, PANNsCNN, display=str.upper, scale_mels=True)

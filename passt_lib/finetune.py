@@ -5,7 +5,7 @@
     passt-study finetune fsd50k --data FSD50K --set init=mine.pt --set init_arch=NAME
 
 Every run, and every fold of a fold run, is a run directory of the study machinery
-(``study.rundir``): ``OUT/fold-K/`` holds ``params.json``, ``env.json``, the training's
+(``passt_lib.rundir``): ``OUT/fold-K/`` holds ``params.json``, ``env.json``, the training's
 files under ``train/`` and, written last, ``metrics.json`` carrying the hash of the fold's
 config. A fold whose ``metrics.json`` matches is skipped; a fold that was killed resumes
 from its last checkpoint. The folds' scores are written to ``OUT/folds.json`` with their
@@ -34,7 +34,7 @@ from passt_lib.errors import run_main
 from passt_lib.inference import load_model
 from passt_lib.labels import split_targets
 from passt_lib.recipes import RECIPES, get_recipe, recipe_config
-from passt_lib.study.rundir import METRICS_FILE, config_hash, is_done, start_run
+from passt_lib.rundir import METRICS_FILE, config_hash, is_done, start_run
 from passt_lib.train import train
 from passt_lib.train_config import RESUME_FREE
 

@@ -33,8 +33,18 @@ import torch
 import torch.nn as nn
 import torchaudio.functional as AF
 
-from passt_lib.checkpoints import CHECKPOINT_FORMAT, export_model, load_checkpoint, read_exported
+from passt_lib.checkpoints import (
+    CHECKPOINT_FORMAT,
+    export_model,
+    load_checkpoint,
+    load_reference_checkpoint,
+    read_exported,
+)
+from passt_lib.data.readers import read_class_csv
 from passt_lib.frontend import MelConfig, MelFrontend, check_finite
+from passt_lib.models import create_model
+from passt_lib.provenance import git_state
+from passt_lib.released import released
 from passt_lib.windows import TimeGrid
 
 
@@ -284,15 +294,10 @@ class AudioTagger(nn.Module):
         """The authors' weights (a path or a state dict) of released architecture ``arch``,
         with its front-end (``released.ReleasedArch.hop_length``) and, given the AudioSet
         class CSV (``index,mid,display_name``), its class names."""
-        from passt_lib.checkpoints import load_reference_checkpoint
-        from passt_lib.released import released
-
         a = released(arch)
         model = load_reference_checkpoint(source, arch, prefer=prefer)
         names = mids = None
         if class_csv is not None:
-            from passt_lib.data.readers import read_class_csv
-
             rows = read_class_csv(class_csv)
             names, mids = [r[2] for r in rows], [r[1] for r in rows]
         mel = MelConfig(n_mels=a.input_fdim, hop_length=a.hop_length)
@@ -363,26 +368,19 @@ def _check_expected(path, state: dict, expected: dict) -> None:
 
 
 def rebuild_model(state: dict) -> nn.Module:
-    """The model a self-describing checkpoint holds, built from its description."""
-    from passt_lib.registry import create_model, model_info
-    from passt_lib.scales import build_model
-
+    """The model a self-describing checkpoint holds, built from its description: its config
+    as overrides of its registered name, or, for a model without a config dataclass, as
+    training built it."""
     name, cfg = state["model_name"], state["model_config"]
-    if model_info(name).transformer:
-        from passt_lib.model import PaSST, PaSSTConfig
-
-        return PaSST(PaSSTConfig(**cfg))
     if cfg is not None:
         return create_model(name, **cfg)
-    b = state["build"]  # a model without a config dataclass: rebuilt as training built it
-    return build_model(name, b["scale"], b["n_classes"], **b["overrides"])
+    b = state["build"]
+    return create_model(name, b["scale"], b["n_classes"], **b["overrides"])
 
 
 def describe(model: nn.Module, name: str, scale: str, n_classes: int, overrides: dict,
              mel_config: MelConfig, data, classes, mids, window_frames: int) -> dict:
     """The entries that make a checkpoint self-describing (``load_model`` reads them)."""
-    from passt_lib.study.env import git_state
-
     config = getattr(model, "config", None)
     return {
         "format": CHECKPOINT_FORMAT, "model_name": name,

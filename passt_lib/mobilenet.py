@@ -23,7 +23,6 @@ of SE nesting (``conc_se_layers.0``) so their checkpoints load.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -35,7 +34,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 from passt_lib.cnn import mel_batch
 from passt_lib.configs import replace_strict
 from passt_lib.frontend import MelConfig
-from passt_lib.registry import register_model
+from passt_lib.registry import register_presets
 
 # MobileNetV3-Large: (in, kernel, expanded, out, squeeze-excitation, hardswish, stride)
 MOBILENET_V3_LARGE: tuple[tuple[int, int, int, int, bool, bool, int], ...] = (
@@ -217,10 +216,4 @@ def load_efficientat_state_dict(model: MobileNet, sd: Mapping[str, torch.Tensor]
     return model.load_state_dict(efficientat_state_dict(sd), strict=strict)
 
 
-def _build(name: str, **overrides) -> MobileNet:
-    """An EfficientAT MobileNet preset; overrides are MobileNetConfig fields (e.g. n_classes)."""
-    return MobileNet(MobileNetConfig.preset(name, **overrides))
-
-
-for _name in MOBILENET_PRESETS:
-    register_model(_name, scale_mels=True)(functools.partial(_build, _name))
+register_presets(MOBILENET_PRESETS, MobileNetConfig.preset, MobileNet, scale_mels=True)

@@ -22,7 +22,6 @@ State-dict keys follow the reference layout (``patch_embed.proj``,
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -30,18 +29,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 
-from passt_lib.configs import replace_strict, strict_keys
-from passt_lib.frontend import check_finite
+from passt_lib.configs import strict_keys
+from passt_lib.frontend import MelConfig, check_finite
 from passt_lib.grid import n_patches, patch_grid
 from passt_lib.patchout import MODES as PATCHOUT_MODES
 from passt_lib.patchout import Patchout, check_amounts, n_kept
-from passt_lib.registry import register_model
+from passt_lib.registry import register_presets
 from passt_lib.windows import TimeGrid, slide_windows
 
 POS_EMBEDS = ("disentangled", "flat")
 
-# name -> (embed_dim, depth, num_heads)
-WIDTHS: dict[str, tuple[int, int, int]] = {
+# ViT sizes (DeiT's names): size -> (embed_dim, depth, num_heads)
+VIT_SIZES: dict[str, tuple[int, int, int]] = {
     "base": (768, 12, 12),
     "small": (384, 12, 6),
     "tiny": (192, 12, 3),
@@ -170,16 +169,18 @@ class PaSSTConfig:
         return self.depth if self.block_selection is None else len(self.block_selection)
 
     @classmethod
-    def preset(cls, name: str, width: str | None = None, **overrides) -> PaSSTConfig:
-        """A named architecture at a width ("base", "small", "tiny"); keyword overrides win."""
+    def preset(cls, name: str, size: str | None = None, **overrides) -> PaSSTConfig:
+        """A named architecture at a ViT size ("base", "small", "tiny": width, depth and
+        heads, ``VIT_SIZES``); keyword overrides win."""
         if name not in PRESETS:
             raise ValueError(f"unknown PaSST preset {name!r}; known presets: {', '.join(PRESETS)}")
         strict_keys(cls, overrides)
         values = {k: v for k, v in PRESETS[name].items() if not k.startswith("_")}
-        if width is not None:
-            if width not in WIDTHS:
-                raise ValueError(f"unknown width {width!r}; known widths: {', '.join(WIDTHS)}")
-            values.update(zip(("embed_dim", "depth", "num_heads"), WIDTHS[width]))
+        if size is not None:
+            if size not in VIT_SIZES:
+                raise ValueError(f"unknown ViT size {size!r}; known sizes: "
+                                 f"{', '.join(VIT_SIZES)}")
+            values.update(zip(("embed_dim", "depth", "num_heads"), VIT_SIZES[size]))
         # None means "keep the preset's value" (e.g. a scale without its own depth).
         values.update({k: v for k, v in overrides.items() if v is not None})
         every = PRESETS[name].get("_every")
@@ -291,11 +292,13 @@ class LongPrediction:
 
 
 class PaSST(nn.Module):
-    def __init__(self, config: PaSSTConfig | None = None, **overrides) -> None:
+    def __init__(self, config: PaSSTConfig) -> None:
+        """The model of ``config`` (``PaSSTConfig.preset(name, ...)`` for a named one; by
+        name at a scale: ``passt_lib.models.create_model``)."""
         super().__init__()
-        config = config or PaSSTConfig()
-        if overrides:
-            config = replace_strict(config, **overrides)
+        if not isinstance(config, PaSSTConfig):
+            raise ValueError(f"PaSST takes a PaSSTConfig, got {type(config).__name__}; build a "
+                             f"model by name with passt_lib.models.create_model")
         self.config = c = config
         d = c.embed_dim
         f, t = c.pos_grid
@@ -351,8 +354,6 @@ class PaSST(nn.Module):
     @property
     def mel_config(self):
         """The front-end this model expects (``passt_lib.frontend.MelConfig``)."""
-        from passt_lib.frontend import MelConfig
-
         return MelConfig(n_mels=self.config.input_fdim)
 
     def n_tokens(self, training: bool) -> int:
@@ -492,17 +493,5 @@ class PaSST(nn.Module):
                               logits.mean(dim=1))
 
 
-def _build(name: str, pretrained: str | None = None, width: str | None = None,
-           **overrides) -> PaSST:
-    """A PaSST / AST preset; keyword overrides go to ``PaSSTConfig.preset``."""
-    model = PaSST(PaSSTConfig.preset(name, width=width, **overrides))
-    if pretrained is not None:
-        from passt_lib.checkpoints import load_pretrained
-
-        load_pretrained(model, pretrained)
-    return model
-
-
-for _name in PRESETS:  # "passt-s-n" is shown as "PaSST-S-N"
-    register_model(_name, display=_name.upper().replace("PASST", "PaSST"),
-                   transformer=True)(functools.partial(_build, _name))
+register_presets(PRESETS, PaSSTConfig.preset, PaSST, transformer=True,
+                 display=lambda name: name.upper().replace("PASST", "PaSST"))  # "PaSST-S-N"

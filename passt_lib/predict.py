@@ -51,7 +51,7 @@ def parse_args(argv: Sequence[str] | None):
 
 
 def load(args):
-    from passt_lib.inference import AudioTagger, load_model
+    from passt_lib.inference import AudioTagger, load_model  # torch: not for --help
 
     if args.reference:
         return AudioTagger.from_reference(args.checkpoint, args.reference, args.class_csv)
@@ -70,7 +70,7 @@ def top(tagger, scores, k: int) -> list[dict]:
 
 
 def tag_file(tagger, path: str, args) -> dict:
-    from passt_lib.inference import AudioFile
+    from passt_lib.inference import AudioFile  # torch: not for --help
 
     with AudioFile(path, tagger.sample_rate) as audio:
         p = tagger.predict(audio, hop_seconds=args.hop, batch_size=args.batch_size)

@@ -25,8 +25,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from passt_lib.checkpoints import _read, infer_config, strip_prefixes
+from passt_lib.checkpoints import infer_config, read_state_dict, strip_prefixes
+from passt_lib.data import embedded
 from passt_lib.data.config import DataConfig
+from passt_lib.frontend import MelConfig, n_frames
 from passt_lib.grid import patch_grid
 from passt_lib.patchout import rescale_amounts
 from passt_lib.released import released
@@ -35,7 +37,6 @@ from passt_lib.scales import get_scale
 from passt_lib.train_config import TrainConfig, apply_sets
 
 DEFAULT_WEIGHTS = "passt_s_swa_p16_128_ap476"
-HOP = 320  # STFT hop of every recipe's front-end, samples at 32 kHz
 PATCH = 16
 
 
@@ -147,8 +148,6 @@ def recipe_data(recipe: Recipe, data: str | Path | None, *, clip_seconds: float,
     elif fold is not None:
         raise ValueError(f"{recipe.name} has fixed splits, not folds; drop --folds")
     if recipe.name == "keywords":
-        from passt_lib.data import embedded
-
         d = embedded.ensure(scale if scale != "paper" else "embedded", task="keywords",
                             progress=False)
         return d.replace(train_path=(d.train_paths[0], d.eval_path), eval_path="",
@@ -197,7 +196,7 @@ def released_geometry(path: str | Path, arch: str) -> dict:
     """``PaSSTConfig`` fields that make a model fit the released weights at ``path``: the
     width, depth and heads of its tensors, the architecture's strides and input size."""
     a = released(arch)
-    sd = strip_prefixes(_read(path))
+    sd = strip_prefixes(read_state_dict(path))
     cfg = infer_config(sd, fstride=a.fstride, tstride=a.tstride, input_tdim=a.input_tdim,
                        input_fdim=a.input_fdim)
     keys = ("embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "fstride", "tstride",
@@ -206,7 +205,7 @@ def released_geometry(path: str | Path, arch: str) -> dict:
 
 
 def _frames(seconds: float) -> int:
-    return int(round(32000 * seconds)) // HOP + 1
+    return n_frames(MelConfig(), int(round(32000 * seconds)))  # every recipe's front-end
 
 
 def scaled_augmentation(recipe: Recipe, clip_seconds: float, n_mels: int,

@@ -1,7 +1,9 @@
 """Every model by name, and what the library asks of a model.
 
-Model modules register a factory per preset name with ``@register_model(name, ...)``;
-``create_model(name, **overrides)`` builds it; an unknown name lists the known ones.
+Model modules register a factory per preset name with ``@register_model(name, ...)`` (or
+:func:`register_presets` for a family of presets). This module imports nothing of the
+library: ``passt_lib.models`` imports the model modules, so that their registrations run,
+and builds them (``create_model``).
 
 The model protocol (:class:`AudioModel`): what training, evaluation, FLOP counting and the
 benchmarks call on a built model. The registry metadata (:class:`ModelInfo`): what they
@@ -11,6 +13,7 @@ class; it asks these two. To add a model, see "Adding a model" in the README.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -29,8 +32,8 @@ class AudioModel(Protocol):
       expects (mel bins, hop, normalisation), which training builds its front-end from;
     - optional ``model.no_weight_decay()``: names of parameters AdamW must not decay
       (default: none besides biases and norms, which are never decayed).
-    Transformers (``ModelInfo.transformer``) also have ``config`` (a ``PaSSTConfig``),
-    ``n_tokens(training)`` and ``predict_long``.
+    Patch-grid transformers (PaSST, AST: :func:`is_patch_model`) also have ``config`` (a
+    ``PaSSTConfig``), ``n_tokens(training)``, ``time_grid`` and ``predict_long``.
     """
 
     n_classes: int
@@ -48,9 +51,9 @@ class ModelInfo:
     """What is known about a registered model before it is built.
 
     display: its name in tables and figures ("PaSST-S").
-    transformer: a PaSST / AST preset (``passt_lib.model``): patchout, coarse-to-fine
-        phases, analytic FLOPs and token counts apply, and the scales set its width, depth,
-        input size and patchout (``scales.preset_config``).
+    transformer: a PaSST / AST preset (``passt_lib.model``): the scales set its ViT size,
+        depth, input size and patchout (``models.preset_config``; read there only: built
+        models say what they can do through the protocol above).
     scale_mels: at the smoke and embedded scales it is built with the scale's mel bins
         (``input_fdim``); otherwise it keeps its own front-end at every scale.
     """
@@ -79,24 +82,27 @@ def register_model(name: str, *, display: str | None = None, transformer: bool =
     return wrap
 
 
-def _load_builtin_models() -> None:
-    # Importing the model modules runs their @register_model decorators.
-    from passt_lib import cnn, mobilenet, model  # noqa: F401
+def register_presets(names, preset: Callable[..., object], model: Callable[[object], nn.Module],
+                     *, display: Callable[[str], str] = str, **info) -> None:
+    """Register a model family: each preset name builds ``model(preset(name, **overrides))``
+    (a config class's ``preset`` and the model class), shown as ``display(name)``; ``info``
+    are the other :class:`ModelInfo` fields."""
+    for name in names:
+        register_model(name, display=display(name), **info)(
+            functools.partial(_build_preset, preset, model, name))
 
 
-def list_models() -> list[str]:
-    _load_builtin_models()
-    return sorted(_REGISTRY)
+def _build_preset(preset, model, name: str, **overrides) -> nn.Module:
+    return model(preset(name, **overrides))
 
 
-def model_info(name: str) -> ModelInfo:
-    """The registry entry of ``name``; an unknown name lists the known ones."""
-    _load_builtin_models()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+def registered() -> dict[str, ModelInfo]:
+    """The models registered so far (``passt_lib.models`` imports the built-in ones)."""
+    return dict(_REGISTRY)
 
 
-def create_model(name: str, **overrides) -> nn.Module:
-    """Build the model registered as ``name``; keyword overrides go to its config."""
-    return model_info(name).factory(**overrides)
+def is_patch_model(model: nn.Module) -> bool:
+    """Whether ``model`` is a patch-grid transformer (PaSST / AST): it has ``config`` (a
+    ``PaSSTConfig``), ``n_tokens`` and ``time_grid``, so patchout, coarse-to-fine phases and
+    analytic FLOPs apply to it."""
+    return callable(getattr(model, "n_tokens", None)) and hasattr(model, "config")

@@ -6,12 +6,12 @@
 - ``paper``: PaSST-S at full size (10 s, 128 mel bins, base width) on AudioSet
   HDF5 files on GPUs.
 
-A scale fixes the input (sample rate, clip length, mel bins), the width of the
+A scale fixes the input (sample rate, clip length, mel bins), the size of the
 transformer, and the training budget. Presets keep their architecture; their
 patchout amounts, defined on the paper's grid, are rescaled in proportion to
 the scale's grid so that e.g. PaSST-S drops the same fraction of time columns
-(40 of 99) at every scale. :func:`build_model` builds any registered model at a
-scale (:func:`preset_config` gives a transformer's config without building it).
+(40 of 99) at every scale. ``passt_lib.models.create_model(name, scale, ...)`` builds any
+registered model at a scale (``models.preset_config`` gives a transformer's config).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from passt_lib.grid import patch_grid
+from passt_lib.frontend import MelConfig, n_frames
 
 PAPER_FDIM, PAPER_TDIM = 128, 998
 
@@ -30,8 +30,8 @@ class Scale:
     sample_rate: int
     clip_seconds: float
     n_mels: int
-    width: str  # "base", "small" or "tiny" (see PaSSTConfig.preset)
-    depth: int | None  # None keeps the width preset's depth
+    vit_size: str  # the transformers' ViT size: "base", "small" or "tiny" (model.VIT_SIZES)
+    depth: int | None  # None keeps the ViT size's depth
     epochs: int
     batch_size: int
     lr: float
@@ -58,8 +58,9 @@ class Scale:
 
     @property
     def n_frames(self) -> int:
-        # Pre-emphasis drops one sample; the centred STFT then gives S // hop + 1 frames.
-        return (self.n_samples - 1) // 320 + 1
+        """Frames of one clip through the transformers' front-end (``frontend.n_frames``)."""
+        return n_frames(MelConfig(sample_rate=self.sample_rate, n_mels=self.n_mels),
+                        self.n_samples)
 
     @property
     def input_tdim(self) -> int:
@@ -70,18 +71,18 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     "smoke": Scale(
-        name="smoke", sample_rate=32000, clip_seconds=1.0, n_mels=64, width="tiny", depth=1,
+        name="smoke", sample_rate=32000, clip_seconds=1.0, n_mels=64, vit_size="tiny", depth=1,
         epochs=1, batch_size=8, lr=1e-3, warmup_epochs=0.0, n_train=48, n_eval=24,
         freqm=8, timem=20, augment=False, band_augment=False,
     ),
     "embedded": Scale(
-        name="embedded", sample_rate=32000, clip_seconds=2.0, n_mels=64, width="tiny", depth=4,
+        name="embedded", sample_rate=32000, clip_seconds=2.0, n_mels=64, vit_size="tiny", depth=4,
         epochs=6, batch_size=16, lr=6e-4, warmup_epochs=0.5, n_train=800, n_eval=300,
         # No SpecAugment: at this budget (400 steps from scratch) masks cost a third of the mAP.
         freqm=0, timem=0, augment=False, band_augment=False,
     ),
     "paper": Scale(
-        name="paper", sample_rate=32000, clip_seconds=10.0, n_mels=128, width="base", depth=None,
+        name="paper", sample_rate=32000, clip_seconds=10.0, n_mels=128, vit_size="base", depth=None,
         epochs=130, batch_size=12, lr=2e-5, warmup_epochs=5.0, n_train=0, n_eval=0,
         freqm=48, timem=192, every_model_takes_n_mels=False,
     ),
@@ -94,30 +95,6 @@ def get_scale(name: str) -> Scale:
     return SCALES[name]
 
 
-def preset_config(preset: str, scale: Scale | str = "paper", *, width: str | None = None,
-                  depth: int | None = None, input_size: tuple[int, int] | None = None,
-                  **overrides):
-    """A transformer preset's ``PaSSTConfig`` at ``scale``: the scale's width and depth (or
-    ``width`` / ``depth``), the scale's input (or ``input_size`` = (mel bins, frames)), and
-    the preset's patchout amounts, defined on the paper's 128 x 998 grid, rescaled in
-    proportion to this grid (``patchout.rescale_amounts``: an amount that would drop every
-    column is an error). Keyword ``overrides`` are ``PaSSTConfig`` fields and win.
-    """
-    from passt_lib.model import PaSSTConfig
-    from passt_lib.patchout import rescale_amounts
-
-    scale = get_scale(scale) if isinstance(scale, str) else scale
-    paper = PaSSTConfig.preset(preset)
-    fdim, tdim = input_size or (scale.n_mels, scale.input_tdim)
-    stride = (paper.fstride, paper.tstride)
-    grid = patch_grid(fdim, tdim, paper.patch_size, stride)
-    amounts = rescale_amounts(paper.patchout_amounts, grid, paper.grid,
-                              where=f"{preset} at {fdim} x {tdim}: the grid has")
-    depth = depth if depth is not None else scale.depth
-    return PaSSTConfig.preset(preset, width=width or scale.width, depth=depth,
-                              **{"input_fdim": fdim, "input_tdim": tdim, **amounts, **overrides})
-
-
 def mel_config_at(model, scale: Scale | str, **overrides):
     """The training front-end of ``model`` at ``scale``: its own ``MelConfig`` with the scale's
     SpecAugment masks and, at the small scales, no fmin/fmax draw; ``overrides`` win."""
@@ -125,25 +102,6 @@ def mel_config_at(model, scale: Scale | str, **overrides):
     band = {} if scale.band_augment else {"fmin_aug_range": 0, "fmax_aug_range": 0}
     return model.mel_config.replace(**{"freqm": scale.freqm, "timem": scale.timem, **band,
                                        **overrides})
-
-
-def build_model(name: str, scale: Scale | str, n_classes: int, **overrides):
-    """Any registered model at ``scale``, the one way training, benchmarks and notebooks build
-    one: transformers through :func:`preset_config`; other models with the scale's mel bins
-    when their registry entry and the scale say so (``ModelInfo.scale_mels``,
-    ``Scale.every_model_takes_n_mels``). ``overrides`` are fields of the model's config and
-    win."""
-    from passt_lib.registry import create_model, model_info
-
-    scale = get_scale(scale) if isinstance(scale, str) else scale
-    info = model_info(name)
-    if info.transformer:
-        from passt_lib.model import PaSST
-
-        return PaSST(preset_config(name, scale, n_classes=n_classes, **overrides))
-    kwargs = {"input_fdim": scale.n_mels} if info.scale_mels and scale.every_model_takes_n_mels \
-        else {}
-    return create_model(name, **{**kwargs, "n_classes": n_classes, **overrides})
 
 
 def replace(scale: Scale, **changes) -> Scale:

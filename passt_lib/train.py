@@ -55,10 +55,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
+from passt_lib import flops
 from passt_lib import metrics as M
 from passt_lib.atomic import atomic_write_text
 from passt_lib.checkpoints import initial_weights, load_checkpoint, save_checkpoint
 from passt_lib.compression import enter_phase
+from passt_lib.data import embedded, label_names
 from passt_lib.data.augment import augment_batch, soft_targets, spec_mixup
 from passt_lib.data.config import DataConfig
 from passt_lib.data.pipeline import (
@@ -87,13 +89,15 @@ from passt_lib.distributed import (
 )
 from passt_lib.errors import TrainingDiverged, run_main
 from passt_lib.evaluate import compute_mels, eval_metrics, predict
-from passt_lib.frontend import MelFrontend
+from passt_lib.frontend import MelFrontend, n_frames
+from passt_lib.inference import describe
 from passt_lib.labels import masked_bce, split_targets
 from passt_lib.lr import LRSchedule
+from passt_lib.models import create_model
 from passt_lib.phases import Phase, parse_schedule
 from passt_lib.precision import autocast, resolve_precision
-from passt_lib.registry import model_info
-from passt_lib.scales import build_model, get_scale, mel_config_at
+from passt_lib.registry import is_patch_model
+from passt_lib.scales import get_scale, mel_config_at
 from passt_lib.train_config import TrainConfig, parse_args
 
 log = logging.getLogger(__name__)
@@ -210,7 +214,7 @@ def setup(config: TrainConfig) -> Run:
     n_classes = _n_classes(data, train_split)
     steps_per_epoch = max((data.num_samples or len(train_split)) // config.batch_size, 1)
     seed_everything(config.seed)  # identical initial weights on every rank
-    model = build_model(config.model, config.scale, n_classes, **config.model_overrides)
+    model = create_model(config.model, config.scale, n_classes, **config.model_overrides)
     if config.init:
         for note in initial_weights(model, config.init, config.init_arch):
             log.info("init from %s: %s", config.init, note)
@@ -228,8 +232,6 @@ def setup(config: TrainConfig) -> Run:
     run = Run(config, d, device, resolve_precision(config.precision, device), data,
               train_split, eval_split, n_classes, batches, schedule, model,
               base_mel_config(model, config, data), out_dir, None, time.perf_counter())
-    from passt_lib.data import label_names
-
     run.labels = label_names(data)
     if config.select == "best":
         run.test_split = load_test_split(data)
@@ -244,8 +246,6 @@ def resolve_data(config: TrainConfig, d: Dist) -> DataConfig:
     rank 0 first), with ``data_overrides`` on top and the number of loader workers resolved."""
     data = config.data
     if data is None:
-        from passt_lib.data import embedded
-
         with main_process_first(d):
             data = embedded.ensure(config.scale, task=config.embedded_task,
                                    progress=config.progress and d.main)
@@ -315,9 +315,9 @@ def parse_phases(config: TrainConfig) -> list[Phase]:
 
 def phase_model(run: Run, model: nn.Module, phase: Phase):
     """(model, mel config, spectrogram transform) for ``phase`` (``compression.enter_phase``,
-    from the run's full-resolution config). Models that are not transformers
-    (``ModelInfo.transformer``) train in a single full-resolution phase."""
-    if model_info(run.config.model).transformer:
+    from the run's full-resolution config). Models that are not patch-grid transformers
+    (``registry.is_patch_model``) train in a single full-resolution phase."""
+    if is_patch_model(model):
         return enter_phase(model, run.model.config, run.mel0, phase)
     if not phase.is_full:
         raise ValueError(f"coarse-to-fine phase {phase.method!r} needs a PaSST/AST model; "
@@ -346,9 +346,7 @@ def train_flops_per_sample(name: str, model: nn.Module, example: torch.Tensor) -
     models: counted with ``FlopCounterMode`` on ``example`` (1, F, T) in eval mode, so
     that batch-norm statistics stay untouched.
     """
-    from passt_lib import flops
-
-    if model_info(name).transformer:
+    if is_patch_model(model):
         return flops.train_flops(model.config)
     was_training = model.training
     model.eval()
@@ -417,7 +415,7 @@ def start_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
         record = {"index": pi, "method": phases[pi].method, "factor": phases[pi].factor,
                   "epochs": len(epochs), "steps": sum(run.schedule.plan[pi]),
                   "train_seconds": 0.0, "eval_seconds": 0.0, "train_samples": 0,
-                  "tokens": model.n_tokens(True) if model_info(run.config.model).transformer
+                  "tokens": model.n_tokens(True) if is_patch_model(model)
                   else None}
         run.records.append(record)
     trained = (nn.parallel.DistributedDataParallel(
@@ -646,9 +644,6 @@ def evaluate_epoch(run: Run, ps: PhaseState) -> dict[str, float]:
 def checkpoint_state(run: Run, ps: PhaseState, e: int) -> dict:
     """What checkpoint.pt holds after epoch ``e``: the training state to resume from, and the
     description that makes the model usable on its own (``inference.load_model``)."""
-    from passt_lib.frontend import n_frames
-    from passt_lib.inference import describe
-
     c = run.config
     window = getattr(ps.model, "config", None)
     window = getattr(window, "input_tdim", None) or n_frames(run.mel0, run.data.n_samples)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from passt_lib.configs import field_names, from_dict_strict, read_structured_file, strict_keys
 from passt_lib.data.config import DataConfig
+from passt_lib.models import model_info
+from passt_lib.phases import parse_schedule, total_epochs
 from passt_lib.precision import PRECISIONS
 from passt_lib.scales import get_scale
 
@@ -147,8 +149,6 @@ class TrainConfig:
             object.__setattr__(self, "data_overrides", {})
 
     def _check_values(self) -> None:
-        from passt_lib.registry import model_info
-
         model_info(self.model)  # an unknown model is named before any data is built
         if self.embedded_task not in ("mixtures", "keywords"):
             raise ValueError(f"embedded_task must be 'mixtures' or 'keywords'; got "
@@ -208,8 +208,6 @@ class TrainConfig:
 
 
 def _schedule_epochs(schedule) -> int | None:
-    from passt_lib.phases import parse_schedule, total_epochs
-
     return total_epochs(parse_schedule(schedule))
 
 

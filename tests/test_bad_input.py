@@ -20,14 +20,14 @@ from passt_lib import train as T
 from passt_lib.data.config import DataConfig
 from passt_lib.data.readers import FolderDataset, PannsHDF5Dataset, PasstHDF5Dataset
 from passt_lib.errors import TrainingDiverged
-from passt_lib.model import PaSST, PaSSTConfig
-from passt_lib.scales import build_model
+from passt_lib.model import PaSSTConfig
+from passt_lib.models import create_model
 
 SR = 32000
 
 
 def tiny_passt(**kw):
-    return build_model("passt-s", "smoke", 3, width="tiny", depth=1, **kw).eval()
+    return create_model("passt-s", "smoke", 3, size="tiny", depth=1, **kw).eval()
 
 
 # -------------------------------------------------------------------- training that diverges
@@ -103,7 +103,7 @@ def test_negative_patchout_names_the_field_and_value():
     with pytest.raises(ValueError, match="s_patchout_f must be an integer >= 0.*got -1"):
         PaSSTConfig(s_patchout_f=-1)
     with pytest.raises(ValueError, match="u_patchout must be an integer >= 0.*got -3"):
-        PaSST(PaSSTConfig(), u_patchout=-3)
+        PaSSTConfig.preset("passt-u", u_patchout=-3)
 
 
 # -------------------------------------------------------------------- waveforms

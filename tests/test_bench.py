@@ -125,7 +125,7 @@ def test_reference_bench_end_to_end(tmp_path, capsys):
     from passt_lib.bench import main
 
     out = tmp_path / "reference.csv"
-    assert main(["reference", "--depth", "1", "--width", "tiny", "--tdim", "100",
+    assert main(["reference", "--depth", "1", "--size", "tiny", "--tdim", "100",
                  "--steps", "1", "--warmup", "0", "--matmul-size", "256", "--out", str(out)]) == 0
     with open(out) as f:
         rows = list(csv.DictReader(f))

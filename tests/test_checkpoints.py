@@ -137,7 +137,7 @@ def deit_sd():
 
 def test_deit_conversion_passt_and_ast(deit_sd):
     sd = deit_sd
-    cfg = PaSSTConfig.preset("passt-s", width="tiny", input_fdim=64, input_tdim=100,
+    cfg = PaSSTConfig.preset("passt-s", size="tiny", input_fdim=64, input_tdim=100,
                              s_patchout_t=2, s_patchout_f=1)
     m = load_deit_into(PaSST(cfg), sd)
     f, t = cfg.grid
@@ -153,13 +153,13 @@ def test_deit_conversion_passt_and_ast(deit_sd):
     # Same position grid: the converted tiny DeiT is the image model on a 1-channel image.
     assert m(torch.randn(1, 64, 100)).shape == (1, 527)
 
-    ast = load_deit_into(PaSST(PaSSTConfig.preset("ast", width="tiny", input_fdim=64,
+    ast = load_deit_into(PaSST(PaSSTConfig.preset("ast", size="tiny", input_fdim=64,
                                                   input_tdim=100)), sd)
     assert torch.allclose(ast.pos_embed.view(1, f, t, 192).permute(0, 3, 1, 2), resized,
                           atol=1e-6)
 
     # PaSST-L keeps blocks (0, 1, 3, 5, 7, 9, 11), renumbered.
-    light = convert_deit_state_dict(sd, PaSSTConfig.preset("passt-s-l", width="tiny"))
+    light = convert_deit_state_dict(sd, PaSSTConfig.preset("passt-s-l", size="tiny"))
     assert torch.equal(light["blocks.2.attn.qkv.weight"], sd["blocks.3.attn.qkv.weight"])
     assert "blocks.7.norm1.weight" not in light and "head.weight" not in light
 
@@ -170,7 +170,7 @@ def test_deit_conversion_errors(deit_sd):
         convert_deit_state_dict(sd, PaSSTConfig())
     sd["blocks.0.extra"] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"unexpected keys \['blocks.0.extra'\]"):
-        load_deit_into(PaSST(PaSSTConfig.preset("passt-b", width="tiny", input_fdim=64,
+        load_deit_into(PaSST(PaSSTConfig.preset("passt-b", size="tiny", input_fdim=64,
                                                 input_tdim=100)), sd)
     with pytest.raises(ValueError, match="unknown pretrained"):
         load_pretrained(PaSST(PaSSTConfig(embed_dim=192, num_heads=3, depth=1)), "audioset")

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from passt_lib import create_model, list_models
 from passt_lib.cnn import CNNConfig, PANNsCNN, load_panns_state_dict
 from passt_lib.mobilenet import MobileNet, MobileNetConfig, load_efficientat_state_dict
+from passt_lib.models import create_model, list_models
 
 PANNS_COUNTS = {"cnn14": 80_753_615, "cnn10": 5_219_279, "cnn6": 4_837_455}
 MOBILENET_COUNTS = {"mn04": 0.983e6, "mn10": 4.88e6, "mn20": 17.91e6, "mn40": 68.43e6}

@@ -256,7 +256,7 @@ def test_enter_phase_same_resolution_returns_the_model():
 # patchout and block selection.
 @pytest.mark.parametrize("preset", ["passt-s-n", "passt-s-14", "passt-u", "passt-s-l", "ast-n"])
 def test_every_preset_goes_coarse_and_back(preset):
-    from passt_lib.scales import preset_config
+    from passt_lib.models import preset_config
 
     # 64 x 201 (the embedded scale), patchout rescaled
     cfg = preset_config(preset, "embedded", embed_dim=32, num_heads=2, depth=2, n_classes=3)

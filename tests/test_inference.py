@@ -177,7 +177,7 @@ def test_hear_embeddings_for_our_and_released_checkpoints(trained, reference_wei
 def test_fine_tuning_replaces_the_head_and_resamples_encodings(trained, reference_weights,
                                                                tmp_path):
     from passt_lib.checkpoints import initial_weights
-    from passt_lib.scales import build_model
+    from passt_lib.models import create_model
 
     path, cfg = trained
     data = DataConfig(format="panns-hdf5", n_classes=3, clip_seconds=1.0, task="singlelabel",
@@ -187,17 +187,17 @@ def test_fine_tuning_replaces_the_head_and_resamples_encodings(trained, referenc
     res = T.train(cfg.replace(data=data.to_dict(), init=str(path), out_dir=str(tmp_path / "ft")))
     assert res.completed and "eval_accuracy" in res.metrics and res.model.n_classes == 3
     before = T.load_checkpoint(path)["model"]["blocks.0.attn.qkv.weight"]
-    fresh = build_model("passt-s", "smoke", 3)
+    fresh = create_model("passt-s", "smoke", 3)
     notes = initial_weights(fresh, path)
     assert torch.equal(fresh.state_dict()["blocks.0.attn.qkv.weight"], before)
     assert notes == ["head replaced: 4 -> 3 classes (head.1.weight, head.1.bias)"]
     # released weights (128 x 998 at stride 12) into a 128 x 300-frame model: 83 -> 29 positions
-    small = build_model("passt-s", "paper", 5, embed_dim=64, num_heads=1, depth=1, fstride=12,
+    small = create_model("passt-s", "paper", 5, embed_dim=64, num_heads=1, depth=1, fstride=12,
                         tstride=12, input_tdim=300, s_patchout_t=0, s_patchout_f=0)
     notes = initial_weights(small, reference_weights[0], arch="passt_s_p16_s12_128_ap470")
     assert notes[0] == "encodings resampled from (10, 83) to (10, 24) positions"
     with pytest.raises(ValueError, match="do not fit the model.*fine-tuning keeps the width"):
-        initial_weights(build_model("passt-s", "smoke", 3, width="small"), path)
+        initial_weights(create_model("passt-s", "smoke", 3, size="small"), path)
 
 
 # ------------------------------------------------------------ files that cannot run code
@@ -215,7 +215,7 @@ def test_no_load_path_runs_code_a_checkpoint_holds(trained, reference_weights, a
                                                     tmp_path, capsys):
     from passt_lib import embeddings
     from passt_lib.checkpoints import convert_checkpoint, initial_weights, load_reference_checkpoint
-    from passt_lib.scales import build_model
+    from passt_lib.models import create_model
 
     path, cfg = trained
     marker = tmp_path / "ran.txt"
@@ -225,7 +225,7 @@ def test_no_load_path_runs_code_a_checkpoint_holds(trained, reference_weights, a
     refused = "holds Python objects besides tensors.*refused"
     loads = [lambda: T.load_checkpoint(evil), lambda: load_model(evil),
              lambda: embeddings.load_model(str(evil)),
-             lambda: initial_weights(build_model("passt-s", "smoke", 4), evil),
+             lambda: initial_weights(create_model("passt-s", "smoke", 4), evil),
              lambda: load_reference_checkpoint(evil, "passt_s_p16_s12_128_ap470"),
              lambda: T.train(cfg.replace(out_dir=str(evil.parent), resume=True))]
     for load in loads:

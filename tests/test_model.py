@@ -4,12 +4,11 @@ import pytest
 import torch
 
 from passt_lib.model import PRESETS, PaSST, PaSSTConfig, select_blocks
-from passt_lib.registry import list_models
-from passt_lib.scales import build_model, preset_config
+from passt_lib.models import create_model, list_models, preset_config
 
 
 def tiny(name, **kw):
-    return build_model(name, "smoke", 5, width="tiny", depth=2, **kw)  # 64 mels x 101 frames
+    return create_model(name, "smoke", 5, size="tiny", depth=2, **kw)  # 64 mels x 101 frames
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -52,10 +51,10 @@ class _Shell:
         self.patchout = Patchout(cfg.s_patchout_t, cfg.s_patchout_f, cfg.u_patchout)
 
 
-def test_width_and_overrides():
-    c = PaSSTConfig.preset("passt-s", width="small")
+def test_vit_size_and_overrides():
+    c = PaSSTConfig.preset("passt-s", size="small")
     assert (c.embed_dim, c.depth, c.num_heads) == (384, 12, 6)
-    c = PaSSTConfig.preset("passt-s", width="tiny", depth=3, embed_dim=96)
+    c = PaSSTConfig.preset("passt-s", size="tiny", depth=3, embed_dim=96)
     assert (c.embed_dim, c.depth, c.num_heads) == (96, 3, 3)
     assert PaSSTConfig.preset("passt-s", depth=None).depth == 12
     assert PaSSTConfig.preset("ast-n").pos_embed == "flat"
@@ -74,8 +73,8 @@ def test_preset_errors():
         PaSSTConfig.preset("passt-xl")
     with pytest.raises(ValueError, match=r"unknown PaSSTConfig keys \[.patchout.\]"):
         PaSSTConfig.preset("passt-s", patchout=3)
-    with pytest.raises(ValueError, match="known widths"):
-        PaSSTConfig.preset("passt-s", width="huge")
+    with pytest.raises(ValueError, match="known sizes: base, small, tiny"):
+        PaSSTConfig.preset("passt-s", size="huge")
     with pytest.raises(ValueError, match="9 time patches but structured patchout drops s_patchout_t=40"):
         PaSSTConfig.preset("passt-s", input_tdim=100)
     with pytest.raises(ValueError, match="pos_embed"):
@@ -187,7 +186,7 @@ def test_each_scale_clip_fits_its_model(scale):
     from passt_lib.scales import get_scale
 
     s = get_scale(scale)
-    m = PaSST(preset_config("passt-s", s, width="tiny", depth=1, n_classes=3)).eval()
+    m = PaSST(preset_config("passt-s", s, size="tiny", depth=1, n_classes=3)).eval()
     frames = MelFrontend(m.mel_config).n_frames(s.n_samples)  # paper: 10 s -> 1000 frames
     with torch.no_grad():
         assert m(torch.zeros(1, s.n_mels, frames)).shape == (1, 3)

@@ -243,7 +243,7 @@ def test_figures_notebook_and_cli_are_byte_stable(smoke_runs, kernel, tmp_path):
 def _fake_run(root: Path, study: str, notebook: str, params: dict, metrics: dict | None,
               hash_ok: bool = True) -> None:
     from passt_lib.atomic import atomic_write_json
-    from passt_lib.study.rundir import config_hash
+    from passt_lib.rundir import config_hash
 
     h = config_hash(notebook, params)
     d = root / study / h

@@ -116,7 +116,7 @@ def test_module_identity_in_eval_and_counts_in_train():
 def test_special_tokens_untouched_in_model():
     from passt_lib.model import PaSST, PaSSTConfig
 
-    cfg = PaSSTConfig.preset("passt-s", width="tiny", depth=1, input_fdim=64, input_tdim=100,
+    cfg = PaSSTConfig.preset("passt-s", size="tiny", depth=1, input_fdim=64, input_tdim=100,
                              s_patchout_t=3, s_patchout_f=1, u_patchout=2, patchout_mode="sample")
     m = PaSST(cfg).train()
     captured = {}

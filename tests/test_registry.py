@@ -14,6 +14,7 @@ from tones import tiny_config
 
 from passt_lib import registry
 from passt_lib.frontend import MelConfig
+from passt_lib.models import create_model
 
 NAME = "tiny-mlp-test"
 
@@ -51,7 +52,7 @@ def test_a_new_model_trains_and_benchmarks_by_name(registered, tiny_data, tmp_pa
     from passt_lib.bench import table
 
     # the model protocol, by behaviour: logits and embeddings per clip, its front-end's bins
-    model = registry.create_model(NAME, n_classes=5).eval()
+    model = create_model(NAME, n_classes=5).eval()
     mel = torch.randn(3, 1, model.mel_config.n_mels, 40)  # (B, 1, F, T)
     assert model(mel).shape == (3, 5) and model.n_classes == 5
     assert torch.equal(model(mel), model(mel[:, 0]))  # (B, F, T) alike

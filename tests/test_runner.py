@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from passt_lib.atomic import atomic_write_json, read_json
+from passt_lib.rundir import config_hash, is_done
 from passt_lib.study import runner
 from passt_lib.study.notebook_params import notebook_parameters, parse_parameters, resolve_params
-from passt_lib.study.rundir import config_hash, is_done
 
 KERNEL = "python3"  # the venv's own interpreter; the tiny notebooks need nothing else
 
@@ -27,7 +27,7 @@ out_dir: str = ""  # where to write
 '''
 
 BODY = '''\
-from passt_lib.study.rundir import start_run
+from passt_lib.rundir import start_run
 run = start_run(out_dir, "tiny", {"x": x, "fail_on": fail_on, "label": label})
 if x == fail_on:
     raise RuntimeError(f"asked to fail at x={x}")
@@ -177,7 +177,7 @@ def test_resume_after_kill_runs_only_unfinished(tmp_path):
     # Simulate a kill: run 1 finished (its files written in-process, as the notebook would);
     # run 2 was killed mid-way (params, a partial notebook and a stray temporary file, but
     # no metrics.json); run 3 never started.
-    from passt_lib.study.rundir import start_run
+    from passt_lib.rundir import start_run
 
     done = start_run(first.run_dir, "tiny", first.params)
     (Path(first.run_dir) / "log.txt").write_text("executed\n")
@@ -200,7 +200,7 @@ def test_kernel_start_failure_is_retried(tmp_path, monkeypatch):
     calls = []
 
     def flaky(s, km=None):  # the kernel fails to start once, then the notebook runs (in-process here)
-        from passt_lib.study.rundir import start_run
+        from passt_lib.rundir import start_run
 
         calls.append(1)
         if len(calls) == 1:

@@ -199,10 +199,11 @@ def test_cli_trains_from_a_config_file(tiny_data, tmp_path, capsys):
 
 
 def test_front_end_takes_the_scale_masks_and_overrides(tiny_data):
-    from passt_lib.scales import build_model, get_scale
+    from passt_lib.models import create_model
+    from passt_lib.scales import get_scale
 
     cfg = T.TrainConfig.for_scale("passt-s", "smoke", data=tiny_data)
-    model = build_model(cfg.model, cfg.scale, 4)
+    model = create_model(cfg.model, cfg.scale, 4)
     mel = T.base_mel_config(model, cfg, tiny_data)
     s = get_scale("smoke")
     assert (mel.n_mels, mel.freqm, mel.timem) == (s.n_mels, s.freqm, s.timem)

@@ -45,8 +45,9 @@ from passt_lib.checkpoints import load_checkpoint
 from passt_lib.compression import enter_phase, phase_config
 from passt_lib.flops import schedule_train_flops, train_flops
 from passt_lib.frontend import MelFrontend
+from passt_lib.models import create_model, preset_config
 from passt_lib.phases import Phase, format_schedule, parse_schedule, standard_schedule
-from passt_lib.scales import build_model, get_scale, mel_config_at, preset_config
+from passt_lib.scales import get_scale, mel_config_at
 from passt_lib.train import TrainConfig, train
 
 METHODS = ("frame_shift", "pool", "patchify")
@@ -101,7 +102,7 @@ def step_times(args, keys: Sequence[tuple[str, int]]) -> dict[tuple[str, int], f
 
     scale = get_scale(args.scale)
     device = common.pick_device(args.device)
-    model = build_model(args.model, scale, args.step_classes)
+    model = create_model(args.model, scale, args.step_classes)
     mel0 = mel_config_at(model, scale)
     batch = args.batch or scale.batch_size
     g = torch.Generator().manual_seed(0)

@@ -35,10 +35,11 @@ import torch.nn.functional as F
 
 from passt_lib.flops import flop_counter
 from passt_lib.frontend import n_frames
+from passt_lib.models import create_model
 from passt_lib.precision import autocast, resolve_precision
 from passt_lib.provenance import device_name, git_state, package_versions
-from passt_lib.registry import model_info
-from passt_lib.scales import build_model, get_scale
+from passt_lib.registry import is_patch_model
+from passt_lib.scales import get_scale, replace
 
 RESULTS_DIR = Path("results/bench")
 
@@ -338,25 +339,25 @@ def build_bench_model(
     name: str,
     scale,
     *,
-    width: str | None = None,
+    size: str | None = None,
     depth: int | None = None,
     n_classes: int = 527,
     **overrides,
 ) -> BenchModel:
-    """Build model ``name`` at ``scale`` (a ``passt_lib.scales.Scale`` or its name) as training
-    builds it (``scales.build_model``), with the input of one of the scale's clips.
+    """Model ``name`` at ``scale`` (a ``passt_lib.scales.Scale`` or its name) as training
+    builds it (``models.create_model``), with the input of one of the scale's clips.
 
-    ``width`` / ``depth`` override a transformer's scale width and depth; ``overrides`` are
-    fields of the model's config.
+    ``size`` / ``depth`` replace the scale's transformer ViT size and depth (models that are
+    not transformers do not read them); ``overrides`` are fields of the model's config.
     """
     scale = get_scale(scale) if isinstance(scale, str) else scale
-    if model_info(name).transformer:
-        sized = {k: v for k, v in (("width", width), ("depth", depth)) if v is not None}
-        model = build_model(name, scale, n_classes, **sized, **overrides)
+    scale = replace(scale, vit_size=size or scale.vit_size,
+                    depth=depth if depth is not None else scale.depth)
+    model = create_model(name, scale, n_classes, **overrides)
+    if is_patch_model(model):
         c = model.config
         return BenchModel(name, model, (1, c.input_fdim, c.input_tdim), n_classes,
                           model.n_tokens(training=True))
-    model = build_model(name, scale, n_classes, **overrides)
     mc = model.mel_config
     frames = n_frames(mc, int(round(mc.sample_rate * scale.clip_seconds)))
     return BenchModel(name, model, (1, mc.n_mels, frames), n_classes, None)

@@ -25,8 +25,9 @@ import torch.nn as nn
 from passt_lib.bench import common
 from passt_lib.flops import forward_flops, train_flops
 from passt_lib.model import PaSST
+from passt_lib.models import preset_config
 from passt_lib.precision import PRECISIONS, has_native_bf16, resolve_precision
-from passt_lib.scales import PAPER_FDIM, PAPER_TDIM, preset_config
+from passt_lib.scales import PAPER_FDIM, PAPER_TDIM
 
 N_CLASSES = 527
 # Target ratios of issue 2 (ours / reference, training throughput).
@@ -46,10 +47,10 @@ def flop_ratios(model_b: nn.Module, model_s: nn.Module) -> tuple[float, float]:
             forward_flops(b, training=True) / forward_flops(s, training=True))
 
 
-def build_ours(name: str, *, width: str, depth: int | None, fdim: int, tdim: int) -> nn.Module:
-    """Our preset at ``width`` / ``depth`` for an (fdim, tdim) input (``scales.preset_config``:
+def build_ours(name: str, *, size: str, depth: int | None, fdim: int, tdim: int) -> nn.Module:
+    """Our preset at ViT ``size`` / ``depth`` for an (fdim, tdim) input (``models.preset_config``:
     patchout rescaled from the paper grid; the identity at 128 x 998)."""
-    return PaSST(preset_config(name, "paper", width=width, depth=depth, input_size=(fdim, tdim),
+    return PaSST(preset_config(name, "paper", size=size, depth=depth, input_size=(fdim, tdim),
                                n_classes=N_CLASSES))
 
 
@@ -73,8 +74,9 @@ def build_reference(ours: nn.Module) -> nn.Module:
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="passt-study bench reference", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--depth", type=int, default=None, help="blocks (default: the width's 12)")
-    p.add_argument("--width", default="base", choices=("base", "small", "tiny"))
+    p.add_argument("--depth", type=int, default=None, help="blocks (default: the ViT size's 12)")
+    p.add_argument("--size", default="base", choices=("base", "small", "tiny"),
+                   help="ViT size of the transformers: width, depth and heads (default base)")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--fdim", type=int, default=PAPER_FDIM, help="mel bins")
     p.add_argument("--tdim", type=int, default=PAPER_TDIM, help="frames")
@@ -104,7 +106,7 @@ def run(args) -> tuple[list[dict], list[dict]]:
     precisions = sorted({"fp32", low, auto}, key=("fp32", "bf16", "fp16").index)
     torch.manual_seed(0)
     names = ["passt-s"] if args.no_b else ["passt-s", "passt-b"]
-    ours = {n: build_ours(n, width=args.width, depth=args.depth, fdim=args.fdim,
+    ours = {n: build_ours(n, size=args.size, depth=args.depth, fdim=args.fdim,
                           tdim=args.tdim).to(device) for n in names}
     refs = {n: build_reference(ours[n]).to(device) for n in names}
     mel, target = common.synthetic_batch((1, args.fdim, args.tdim), N_CLASSES, args.batch,
@@ -163,7 +165,7 @@ def _step_row(args, key: str, timing, flops, peaks, ours) -> dict:
     return {
         "kind": "step", "name": key, "impl": impl, "model": f"PaSST-{short}",
         "precision": prec, "batch": args.batch, "fdim": args.fdim, "tdim": args.tdim,
-        "depth": ours[f"passt-{short.lower()}"].config.n_blocks, "width": args.width,
+        "depth": ours[f"passt-{short.lower()}"].config.n_blocks, "size": args.size,
         "adamw": adamw,
         "median_s": timing.median, "min_s": timing.min, "max_s": timing.max,
         "spread": timing.spread, "samples_per_s": timing.per_second(args.batch),
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     env = common.env_info(device, args.precision)
     env.pop("precision")  # every row names its own precision
     common.print_env(env)
-    print(f"batch {args.batch}, {args.fdim} x {args.tdim}, width {args.width}, "
+    print(f"batch {args.batch}, {args.fdim} x {args.tdim}, ViT size {args.size}, "
           f"{args.warmup} warm-up + {args.steps} timed steps each, interleaved; median shown; "
           f"{'foreach' if args.foreach_adamw else 'fused'} AdamW except ref-*-shipped "
           "(fp32, torch's default AdamW)")

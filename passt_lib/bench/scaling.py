@@ -8,8 +8,8 @@ PaSST-S drops the same fraction of time columns at every length. Writes a CSV
 and a log-log figure: the transformer grows superlinearly (attention is
 quadratic in the tokens), patchout shifts it down, the CNN grows linearly.
 
-    python -m passt_lib.bench scaling                         # tiny width on CPU, minutes
-    python -m passt_lib.bench scaling --width base --seconds 1 2 5 10 20 30   # on a GPU
+    python -m passt_lib.bench scaling                         # ViT-tiny on CPU, minutes
+    python -m passt_lib.bench scaling --size base --seconds 1 2 5 10 20 30   # on a GPU
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 
 from passt_lib.bench import common, memory
-from passt_lib.cnn import CNNConfig
+from passt_lib.cnn import CNN_PRESETS, CNNConfig
+from passt_lib.models import model_info
 from passt_lib.precision import PRECISIONS, resolve_precision
-from passt_lib.registry import model_info
 from passt_lib.scales import get_scale, replace
 
 DEFAULT_MODELS = ("ast", "passt-s", "passt-s-n", "cnn14")
@@ -34,10 +34,10 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, nargs="+", default=[1, 2, 5, 10, 20, 30])
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), metavar="PRESET")
-    p.add_argument("--width", default=None, choices=("base", "small", "tiny"),
-                   help="transformer width (default: tiny on CPU, base on GPU)")
+    p.add_argument("--size", default=None, choices=("base", "small", "tiny"),
+                   help="transformer ViT size (default: tiny on CPU, base on GPU)")
     p.add_argument("--depth", type=int, default=None,
-                   help="transformer depth (default: 2 on CPU, the width's on GPU)")
+                   help="transformer depth (default: 2 on CPU, the size's on GPU)")
     p.add_argument("--n-mels", type=int, default=128, help="transformer mel bins")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--cnn-channels-div", type=int, default=None,
@@ -60,10 +60,10 @@ def build(name: str, seconds: float, args, device) -> common.BenchModel:
     """``name`` for a clip of ``seconds``; the transformer's time encoding covers the clip."""
     cpu = device.type == "cpu"
     scale = replace(get_scale("paper"), name=f"scaling-{seconds:g}s", clip_seconds=seconds,
-                    n_mels=args.n_mels, width=args.width or ("tiny" if cpu else "base"),
+                    n_mels=args.n_mels, vit_size=args.size or ("tiny" if cpu else "base"),
                     depth=args.depth if args.depth is not None else (2 if cpu else None))
     div = args.cnn_channels_div or (4 if cpu else 1)
-    if model_info(name).transformer or div == 1:
+    if div == 1 or name not in CNN_PRESETS:  # channels: the PANNs CNNs only
         return common.build_bench_model(name, scale)
     channels = tuple(c // div for c in CNNConfig.preset(name).channels)
     return common.build_bench_model(name, scale, channels=channels)

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from passt_lib.bench import common, memory
+from passt_lib.models import list_models, model_info
 from passt_lib.precision import PRECISIONS, resolve_precision
-from passt_lib.registry import list_models, model_info
 from passt_lib.scales import get_scale
 
 DEFAULT_MODELS = ("ast", "ast-n", "passt-b", "passt-u", "passt-s", "passt-s-l", "passt-s-n",
@@ -52,7 +52,7 @@ def parse_args(argv):
     p.add_argument("--batch", type=int, default=None,
                    help="one batch for every model (default: per scale on CPU, searched on GPU)")
     p.add_argument("--max-batch", type=int, default=128, help="GPU batch search limit")
-    p.add_argument("--width", default=None, help="transformer width (default: the scale's)")
+    p.add_argument("--size", default=None, help="transformer ViT size (default: the scale's)")
     p.add_argument("--depth", type=int, default=None, help="transformer depth override")
     p.add_argument("--interleave", choices=("auto", "yes", "no"), default="auto",
                    help="time all models round-robin (auto: yes unless paper scale on CPU, "
@@ -97,7 +97,7 @@ class Entry:
     def __init__(self, name: str, args, device, precision: str) -> None:
         scale = get_scale(args.scale)
         common.log(f"{name}: building, counting FLOPs, measuring memory")
-        self.bm = common.build_bench_model(name, scale, width=args.width, depth=args.depth)
+        self.bm = common.build_bench_model(name, scale, size=args.size, depth=args.depth)
         self.bm.model.to(device)
         if args.batch:
             self.batch = args.batch

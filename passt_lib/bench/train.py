@@ -47,6 +47,7 @@ from passt_lib.data import make_datasets
 from passt_lib.data.config import DataConfig
 from passt_lib.data.embedded import default_root
 from passt_lib.data.pipeline import available_cores
+from passt_lib.model import VIT_SIZES
 from passt_lib.train import setup, start_phase, train
 from passt_lib.train_config import TrainConfig
 
@@ -162,9 +163,8 @@ def train_config(args, train_path: Path, eval_path: Path, out_dir: str):
                       num_workers=args.workers if args.workers == "auto" else int(args.workers))
     if args.no_augment:
         data = data.no_augmentation().replace(balanced=True)
-    over = {} if args.width is None else dict(
-        zip(("embed_dim", "num_heads"), {"tiny": (192, 3), "small": (384, 6),
-                                         "base": (768, 12)}[args.width]))
+    over = {} if args.size is None else dict(
+        zip(("embed_dim", "num_heads"), VIT_SIZES[args.size][::2]))  # depth: --depth
     if args.depth is not None:
         over["depth"] = args.depth
     return TrainConfig.for_scale(
@@ -252,8 +252,8 @@ def parse_args(argv):
     p.add_argument("--clips", type=int, default=None,
                    help="synthetic training clips (default 10 batches on CPU, 20 on CUDA)")
     p.add_argument("--preset", default="passt-s")
-    p.add_argument("--width", default=None, choices=("tiny", "small", "base"),
-                   help="transformer width (default: tiny on CPU, base on CUDA)")
+    p.add_argument("--size", default=None, choices=("tiny", "small", "base"),
+                   help="transformer ViT size (default: tiny on CPU, base on CUDA)")
     p.add_argument("--depth", type=int, default=None, help="blocks (default: 1 on CPU)")
     p.add_argument("--batch", type=int, default=None, help="default 16 on CPU, 128 on CUDA")
     p.add_argument("--epochs", type=int, default=3)
@@ -269,7 +269,7 @@ def parse_args(argv):
     args.seconds = 10.0  # the paper scale's clips
     cuda = common.pick_device(args.device).type == "cuda"
     args.compile = {"auto": "auto", "on": True, "off": False}[args.compile]
-    args.width = args.width or ("base" if cuda else "tiny")
+    args.size = args.size or ("base" if cuda else "tiny")
     args.depth = args.depth if args.depth is not None else (None if cuda else 1)
     args.batch = args.batch or (128 if cuda else 16)
     args.clips = args.clips or (20 if cuda else 10) * args.batch
@@ -299,7 +299,7 @@ def run(args) -> tuple[dict, dict[str, str]]:
     bound = (min(loader["clips_per_s"], device["clips_per_s"]) if cuda
              else cores / (loader["cpu_s_per_clip"] + device["cpu_s_per_clip"]))
     row = {
-        "model": args.preset, "width": args.width, "depth": args.depth or "",
+        "model": args.preset, "size": args.size, "depth": args.depth or "",
         "batch": args.batch, "clip_seconds": args.seconds, "epochs": args.epochs,
         "workers": loader["workers"], "torch_threads": torch.get_num_threads(),
         "cores": cores, "compile": config.compile, "augment": not args.no_augment,
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     row, env = run(args)
     common.print_env(env)
-    print(f"{row['model']} width {row['width']} depth {row['depth'] or 'preset'}, batch "
+    print(f"{row['model']} ViT-{row['size']} depth {row['depth'] or 'preset'}, batch "
           f"{row['batch']}, {row['clip_seconds']:g} s clips, {row['workers']} loader workers, "
           f"{row['torch_threads']} torch threads, {row['cores']} cores, compile "
           f"{row['compile']}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from passt_lib.data import make_datasets
+from passt_lib.data import make_datasets, make_test_dataset
 from passt_lib.data.config import DataConfig
 from passt_lib.data.sampler import ShardedSampler
 
@@ -116,8 +116,6 @@ def load_splits(data: DataConfig, *, preload: bool | None, num_workers: int,
 
 def load_test_split(data: DataConfig) -> Split:
     """The extra test set (``data.test_path``), read from its files when evaluated."""
-    from passt_lib.data import make_test_dataset
-
     ds = make_test_dataset(data)
     if ds is None:
         raise ValueError("no test set: data.test_path is not set")

@@ -2,7 +2,7 @@
 
 - :mod:`passt_lib.study.runner`: ``passt-study run STUDY.yaml``.
 - :mod:`passt_lib.study.kernels`: the Jupyter kernels the runner executes notebooks in.
-- :mod:`passt_lib.study.rundir`: what a notebook calls to write its run directory.
+- :mod:`passt_lib.rundir`: what a notebook calls to write its run directory.
 - :mod:`passt_lib.study.notebook_params`: the ``parameters`` cell, parsed and checked.
 - :mod:`passt_lib.study.params`: the notebooks' parameter contracts.
 - :mod:`passt_lib.study.experiments`: the ablation notebooks' bodies; they train through
@@ -11,6 +11,6 @@
 - :mod:`passt_lib.study.all`: ``passt-study study``.
 """
 
-from passt_lib.study.rundir import Run, config_hash, start_run
+from passt_lib.rundir import Run, config_hash, start_run
 
 __all__ = ["Run", "config_hash", "start_run"]

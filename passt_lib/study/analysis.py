@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from passt_lib.atomic import read_json
-from passt_lib.study.rundir import ENV_FILE, METRICS_FILE, PARAMS_FILE
+from passt_lib.rundir import ENV_FILE, METRICS_FILE, PARAMS_FILE
 from passt_lib.study.stats import Paired, paired, verdict
 
 METHOD_NAMES = {"none": "fine-only", "frame_shift": "frame shift", "pool": "pooling",

@@ -23,9 +23,10 @@ import torch
 
 from passt_lib.bench import common, memory, scaling, table
 from passt_lib.data import DataConfig
+from passt_lib.models import create_model, preset_config
 from passt_lib.patchout import check_amounts, n_kept
 from passt_lib.phases import standard_schedule
-from passt_lib.scales import build_model, get_scale, preset_config
+from passt_lib.scales import get_scale
 from passt_lib.study.params import (
     C2F_SCHEDULES,
     PATCHOUT_TYPES,
@@ -127,7 +128,7 @@ def step_memory_per_sample(cfg: TrainConfig) -> float:
     run holds (libraries, data), so it cannot tell patchout settings apart.
     """
     device = common.pick_device(cfg.device)
-    model = build_model(cfg.model, cfg.scale, 20, **cfg.model_overrides).to(device)
+    model = create_model(cfg.model, cfg.scale, 20, **cfg.model_overrides).to(device)
     c = model.config
     mel, target = common.synthetic_batch((1, c.input_fdim, c.input_tdim), 20, cfg.batch_size,
                                          device)
@@ -207,7 +208,7 @@ def _run_speed(p: SpeedParams, out_dir: str | Path) -> dict[str, Any]:
         s = get_scale(p.scale)
         sargs = scaling.parse_args([
             "--seconds", *map(str, p.scaling_seconds), "--models", *p.scaling_models,
-            "--width", s.width, "--n-mels", str(s.n_mels), "--steps", str(p.steps),
+            "--size", s.vit_size, "--n-mels", str(s.n_mels), "--steps", str(p.steps),
             "--warmup", str(p.warmup), "--precision", p.precision, "--device", p.device,
             *(["--depth", str(s.depth)] if s.depth else [])])
         scaling_rows, _ = scaling.run(sargs)

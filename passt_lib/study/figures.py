@@ -26,7 +26,7 @@ import pandas as pd
 
 from passt_lib.atomic import atomic_write_text
 from passt_lib.bench.table import PAPER_TABLE1
-from passt_lib.model import WIDTHS
+from passt_lib.model import VIT_SIZES
 from passt_lib.provenance import REPO_ROOT
 from passt_lib.scales import get_scale
 from passt_lib.study import style
@@ -211,7 +211,7 @@ def _context(runs: pd.DataFrame, what: str) -> str:
     env = runs.iloc[0]["_metrics"] if len(runs) else {}
     scale = get_scale(runs.iloc[0]["scale"]) if len(runs) else None
     size = "" if scale is None else (
-        f" ({WIDTHS[scale.width][0]} wide, depth {scale.depth or WIDTHS[scale.width][1]}, "
+        f" ({VIT_SIZES[scale.vit_size][0]} wide, depth {scale.depth or VIT_SIZES[scale.vit_size][1]}, "
         f"{scale.epochs} epochs, "
         f"{scale.n_train} train / {scale.n_eval} eval clips)" if scale.n_train else "")
     return (f"{what}; scale {scale.name if scale else '?'}{size}; trained on "

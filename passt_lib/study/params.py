@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 
 from passt_lib.configs import from_dict_strict
 from passt_lib.model import PRESETS
+from passt_lib.models import list_models
 from passt_lib.phases import SHAPES, parse_schedule
 from passt_lib.precision import PRECISIONS
-from passt_lib.registry import list_models
 from passt_lib.study.notebook_params import Param
 
 SCALE_NAMES = ("smoke", "embedded", "paper")

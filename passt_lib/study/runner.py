@@ -52,6 +52,7 @@ from passt_lib.atomic import atomic_write_json, read_json
 from passt_lib.configs import read_structured_file, strict_keys
 from passt_lib.errors import run_main
 from passt_lib.provenance import REPO_ROOT
+from passt_lib.rundir import FAILED_FILE, METRICS_FILE, config_hash, is_done, notebook_stem
 from passt_lib.study.kernels import (
     default_kernel,
     kernel_env,
@@ -60,7 +61,6 @@ from passt_lib.study.kernels import (
     warm_kernel,
 )
 from passt_lib.study.notebook_params import notebook_parameters, resolve_params
-from passt_lib.study.rundir import FAILED_FILE, METRICS_FILE, config_hash, is_done, notebook_stem
 
 RUNS_ROOT = REPO_ROOT / "results" / "runs"
 STUDY_KEYS = {"name", "notebook", "fixed", "grid", "slurm", "description"}

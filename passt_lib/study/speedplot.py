@@ -91,10 +91,10 @@ def plot_scaling(df: pd.DataFrame):
                     label=f"∝ length{'²' if power == 2 else ''}")
         ax.set_ylim(ylim)
     axes[0].legend(fontsize=6)
-    width = df["width"].iloc[0] if "width" in df else "?"
+    size = next((df[c].iloc[0] for c in ("size", "width") if c in df), "?")  # older: width
     device = df["device"].iloc[0] if "device" in df else "?"
     batch = df["batch"].iloc[0] if "batch" in df else "?"
-    fig.suptitle(f"Training cost against clip length (log-log); transformers {width} wide, batch "
+    fig.suptitle(f"Training cost against clip length (log-log); transformers ViT-{size}, batch "
                  f"{batch}, {device}; guides pinned to {pin['model']} at {pin['seconds']:g} s",
                  fontsize=7)
     return fig

@@ -21,8 +21,8 @@ from passt_lib.compression import (
 from passt_lib.data import embedded, make_datasets
 from passt_lib.frontend import MelConfig, MelFrontend
 from passt_lib.model import PaSST
+from passt_lib.models import preset_config
 from passt_lib.patchout import Patchout
-from passt_lib.scales import preset_config
 from passt_lib.study import style
 
 TABLE_PRESETS = ("ast", "ast-n", "passt-b", "passt-u", "passt-s", "passt-s-14", "passt-s-n")
