@@ -5,16 +5,15 @@ names); everything else runs on that checkpoint, on audio files the tests write,
 random reference (hear21passt) weights of a released architecture at reduced width.
 """
 
-import contextlib
 import csv
 import io
 import json
-import warnings
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from reference import quiet
 from tones import SR, write_tones
 
 from passt_lib import cli
@@ -120,13 +119,6 @@ def test_predict_tags_files_of_any_length_rate_and_channels(trained, audio_files
     assert rc == 2 and "hop must be in (0, 1] seconds" in err
 
 
-@contextlib.contextmanager
-def _quiet():
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
-
-
 @pytest.fixture(scope="module")
 def reference_weights(tmp_path_factory):
     """Random hear21passt weights of a released stride-12 model at reduced width."""
@@ -134,7 +126,7 @@ def reference_weights(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ref")
     torch.manual_seed(0)
-    with _quiet():
+    with quiet():
         ref = RefPaSST(img_size=(128, 998), stride=(12, 12), distilled=True, embed_dim=64,
                        depth=1, num_heads=1, num_classes=527).eval()
     torch.save({"state_dict": {f"net.{k}": v for k, v in ref.state_dict().items()}},

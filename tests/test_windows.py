@@ -4,14 +4,12 @@ The released architecture ``passt_s_swa_p16_128_ap476`` is built at reduced widt
 weights, the same on both sides, for the comparisons with ``hear21passt``.
 """
 
-import contextlib
-import io
-import warnings
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from reference import quiet
 
 from passt_lib import embeddings as E
 from passt_lib.data.sources import Sample, load_bank, save_bank
@@ -50,13 +48,6 @@ def test_column_windows_tile_every_column_once_or_overlap_at_the_end():
 
 
 # ------------------------------------------------------------------ as hear21passt runs it
-@contextlib.contextmanager
-def _quiet():
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
-
-
 @pytest.fixture(scope="module")
 def released():
     """(hear21passt wrapper factory, our tagger) of the same random weights."""
@@ -65,7 +56,7 @@ def released():
     from hear21passt.wrapper import PasstBasicWrapper
 
     torch.manual_seed(0)
-    with _quiet():
+    with quiet():
         net = RefPaSST(img_size=(128, 998), stride=(10, 10), distilled=True, embed_dim=64,
                        depth=2, num_heads=1, num_classes=527).eval()
     mel = AugmentMelSTFT(n_mels=128, sr=SR, win_length=800, hopsize=320, n_fft=1024, freqm=48,
@@ -84,7 +75,7 @@ def test_scene_embeddings_and_clip_scores_equal_hear21passt(released, seconds):
     wrapper, ours = released
     torch.manual_seed(1)
     audio = 0.1 * torch.randn(2, int(seconds * SR))
-    with torch.no_grad(), _quiet():
+    with torch.no_grad(), quiet():
         ref_scene = wrapper("embed_only").get_scene_embeddings(audio)
         ref_logits = wrapper("logits")(audio)
     pred = ours.predict(audio)

@@ -161,7 +161,14 @@ def measure(args) -> tuple[list[dict], dict[str, str]]:
             results[name] = (e, tt, ti)
 
     peak = matmul.flops / common.Timing(tuple(t for pt in peak_timings for t in pt.times)).median
-    method = memory.memory_method(device)
+    rows = table_rows(results, peak, args, interleave, memory.memory_method(device))
+    env = common.env_info(device, precision)
+    return rows, env
+
+
+def table_rows(results: dict, peak: float, args, interleave: bool, method: str) -> list[dict]:
+    """One row per model: speed (and against AST's), memory, FLOPs, the fraction of the
+    matmul peak, and the paper's Table 1 values beside them."""
     rows = []
     ast = results.get("ast")
     for name, (e, tt, ti) in results.items():
@@ -188,8 +195,7 @@ def measure(args) -> tuple[list[dict], dict[str, str]]:
             "steps": args.steps, "warmup": args.warmup, "interleaved": interleave,
             "compiled": args.compile, "memory_method": method,
         })
-    env = common.env_info(device, precision)
-    return rows, env
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -327,8 +327,11 @@ def _flite_has(voice: str) -> bool:
 
 # --- the mixture bank -----------------------------------------------------------------------
 
+Bank = dict[str, dict[str, list[Sample]]]  # split -> tag -> samples
+
+
 def mixture_bank(sample_rate: int, cache_dir: str | Path, notes_per_instrument: int = 10,
-                 workers: int = 2, progress=None) -> dict[str, dict[str, list[Sample]]]:
+                 workers: int = 2, progress=None) -> Bank:
     """split ("train"/"eval") -> tag -> samples, cached under ``cache_dir``.
 
     Held out for eval: the last available soundfont, ``EVAL_KITS``, and the eval voices.
@@ -348,9 +351,18 @@ def mixture_bank(sample_rate: int, cache_dir: str | Path, notes_per_instrument: 
     if cached_bank_exists(cache):
         return load_bank(cache)
 
+    bank = render_mixture_bank(fonts, kits, sample_rate, notes_per_instrument, workers,
+                               progress)
+    save_bank(cache, bank)
+    return bank
+
+
+def render_mixture_bank(fonts: dict, kits: dict, sample_rate: int, notes_per_instrument: int,
+                        workers: int, progress=None) -> Bank:
+    """Render every source of the mixtures bank (what :func:`mixture_bank` caches)."""
     font_names = list(fonts)
     eval_fonts = {font_names[-1]}
-    bank: dict[str, dict[str, list[Sample]]] = {"train": {}, "eval": {}}
+    bank: Bank = {"train": {}, "eval": {}}
 
     def add(split, tag, source, arrays):
         bank[split].setdefault(tag, []).extend(Sample(source, a) for a in arrays)
@@ -387,11 +399,8 @@ def mixture_bank(sample_rate: int, cache_dir: str | Path, notes_per_instrument: 
         absent = [t for t in MIXTURE_TAGS if not bank[split].get(t)]
         if absent:
             raise RuntimeError(f"the {split} source bank has no samples for tags {absent}")
-    save_bank(cache, bank)
     return bank
 
-
-Bank = dict[str, dict[str, list[Sample]]]  # split -> tag -> samples
 
 
 def cached_bank_exists(stem: Path) -> bool:
