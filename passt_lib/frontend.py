@@ -35,8 +35,8 @@ presets): sample rate, mel bins, window, hop, n_fft, fmin/fmax, augmentation
 ranges, mask sizes and counts, mel scale, log and normalisation. The CNN baselines
 build their front-ends from the ``panns`` and ``efficientat`` presets.
 
-Use the module at the configured sample rate only; ``load_audio`` reads and
-resamples files.
+Use the module at the configured sample rate only; ``passt_lib.audio.load_audio``
+reads and resamples files.
 """
 
 from __future__ import annotations
@@ -44,9 +44,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
-import soundfile
 import torch
 import torchaudio.functional as AF
 from torch import nn
@@ -299,7 +297,7 @@ def warn_loud_waveform(peak: float) -> None:
         warnings.warn(
             f"waveform peak {peak:.4g} is far above 1: audio is expected as floats in [-1, 1]; "
             f"int16 PCM cast to float needs scaling (wave / 32768), or load files with "
-            f"passt_lib.frontend.load_audio", stacklevel=3)
+            f"passt_lib.audio.load_audio", stacklevel=3)
 
 
 # ---------------------------------------------------------------- module
@@ -340,7 +338,7 @@ class MelFrontend(nn.Module):
             raise ValueError(
                 f"audio at {sample_rate} Hz given to a front-end configured for "
                 f"{c.sample_rate} Hz; resample it first, e.g. "
-                f"passt_lib.frontend.load_audio(path, {c.sample_rate}) or "
+                f"passt_lib.audio.load_audio(path, {c.sample_rate}) or "
                 f"torchaudio.functional.resample(wave, {sample_rate}, {c.sample_rate})")
         if not isinstance(wave, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor waveform (B, S), got {type(wave).__name__}")
@@ -392,28 +390,3 @@ class MelFrontend(nn.Module):
             if c.normalize:
                 mel = (mel - c.norm_mean) / c.norm_std
         return mel
-
-
-# ---------------------------------------------------------------- audio files
-
-
-def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
-    """Read an audio file as mono float32 (S,) at ``sample_rate``, resampling if needed.
-
-    Channels are averaged; resampling uses ``torchaudio.functional.resample``.
-    """
-    if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate < 1:
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    try:
-        data, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (S, C)
-    except Exception as err:  # libsndfile reports unreadable data with several types
-        raise ValueError(f"cannot read audio file {path}: {err}") from err
-    if data.shape[0] == 0:
-        raise ValueError(f"audio file {path} contains no samples")
-    wave = torch.from_numpy(data).mean(dim=1)  # (S, C) -> (S,)
-    if file_rate != sample_rate:
-        wave = AF.resample(wave, int(file_rate), sample_rate)
-    return wave.float().contiguous()

@@ -21,17 +21,14 @@ The checkpoint's lower-level reading and writing (training state, resume) is
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import soundfile
 import torch
 import torch.nn as nn
-import torchaudio.functional as AF
 
 from passt_lib.checkpoints import (
     CHECKPOINT_FORMAT,
@@ -72,83 +69,6 @@ class TensorSource:
 
     def read(self, start: int, stop: int) -> torch.Tensor:
         return self.wave[:, start:stop]
-
-
-class AudioFile:
-    """An audio file read in blocks as mono at ``sample_rate``: any format libsndfile reads,
-    channels averaged, resampled with ``torchaudio.functional.resample`` block by block.
-
-    A block is resampled from a source span that starts on the resampler's period and
-    reaches past the block on both sides by more than its filter, so blocks agree with
-    resampling the whole file to float precision (about 1e-6), not bit for bit.
-    """
-
-    n_sounds = 1
-
-    def __init__(self, path: str | os.PathLike, sample_rate: int) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"audio file not found: {self.path}")
-        try:
-            self._file = soundfile.SoundFile(str(self.path))
-        except Exception as err:  # libsndfile reports unreadable data with several types
-            raise ValueError(f"cannot read audio file {self.path}: {err}") from err
-        self.file_rate, self.channels = self._file.samplerate, self._file.channels
-        self.n_file = self._file.frames
-        if self.n_file <= 0:
-            self.close()
-            raise ValueError(f"audio file {self.path} contains no samples")
-        self.sample_rate = sample_rate
-        g = math.gcd(self.file_rate, sample_rate)
-        self._orig, self._new = self.file_rate // g, sample_rate // g
-        self.n_samples = -(-self.n_file * self._new // self._orig)  # the resampled length
-        # torchaudio's filter reaches ``width`` source samples to each side
-        width = math.ceil(6 * self._orig / (min(self._orig, self._new) * 0.99))
-        self._margin = -(-(width + 8) // self._orig) * self._orig + self._orig
-        self._whole = None if self._file.seekable() else self._read_source(0, self.n_file)
-
-    @property
-    def notes(self) -> list[str]:
-        notes = [f"downmixed from {self.channels} channels"] if self.channels > 1 else []
-        if self.file_rate != self.sample_rate:
-            notes.append(f"resampled from {self.file_rate} Hz")
-        return notes
-
-    @property
-    def seconds(self) -> float:
-        return self.n_file / self.file_rate
-
-    def _read_source(self, start: int, stop: int) -> torch.Tensor:
-        self._file.seek(start)
-        data = self._file.read(stop - start, dtype="float32", always_2d=True)  # (S, C)
-        return torch.from_numpy(data).mean(dim=1)  # (S,)
-
-    def read(self, start: int, stop: int) -> torch.Tensor:
-        start, stop = max(start, 0), min(stop, self.n_samples)
-        if self._whole is not None:
-            return self._resampled_whole()[None, start:stop]
-        if self._orig == self._new:
-            return self._read_source(start, stop)[None]
-        src0 = max(0, start // self._new * self._orig - self._margin)  # on the period
-        src1 = min(self.n_file, -(-stop * self._orig // self._new) + self._margin)
-        y = AF.resample(self._read_source(src0, src1), self.file_rate, self.sample_rate)
-        at = src0 // self._orig * self._new  # the output sample y[0] is
-        return y[None, start - at:stop - at]
-
-    def _resampled_whole(self) -> torch.Tensor:
-        if self._orig != self._new and not getattr(self, "_resampled", False):
-            self._whole = AF.resample(self._whole, self.file_rate, self.sample_rate)
-            self._resampled = True
-        return self._whole
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> AudioFile:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def as_source(wave: torch.Tensor | WaveSource) -> WaveSource:

@@ -70,7 +70,7 @@ def top(tagger, scores, k: int) -> list[dict]:
 
 
 def tag_file(tagger, path: str, args) -> dict:
-    from passt_lib.inference import AudioFile  # torch: not for --help
+    from passt_lib.audio import AudioFile  # torch: not for --help
 
     with AudioFile(path, tagger.sample_rate) as audio:
         p = tagger.predict(audio, hop_seconds=args.hop, batch_size=args.batch_size)

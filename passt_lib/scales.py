@@ -40,10 +40,9 @@ class Scale:
     n_eval: int
     freqm: int  # SpecAugment masks, scaled with the input
     timem: int
-    # The front-end's fmin/fmax draw (training only). Off at the small scales: it cost nothing
-    # there (embedded PaSST-S, 3 seeds: 0.220 mAP without, 0.212 with) and without it, and
-    # without masks, the training front-end has no randomness, so its mels are computed once
-    # per run instead of every step.
+    # The front-end's fmin/fmax draw (training only). Off at the small scales, where it
+    # gained nothing (README, "The scales"); without it, and without masks, the training
+    # front-end has no randomness, so its mels are computed once per run instead of every step.
     band_augment: bool = True
     # The reference recipe's augmentation (mixup, gain, roll, balanced sampling) regularises
     # long AudioSet runs; at the small scales' few epochs it only slows learning down.
@@ -78,7 +77,7 @@ SCALES: dict[str, Scale] = {
     "embedded": Scale(
         name="embedded", sample_rate=32000, clip_seconds=2.0, n_mels=64, vit_size="tiny", depth=4,
         epochs=6, batch_size=16, lr=6e-4, warmup_epochs=0.5, n_train=800, n_eval=300,
-        # No SpecAugment: at this budget (400 steps from scratch) masks cost a third of the mAP.
+        # No SpecAugment: at this budget (400 steps from scratch) masks cost mAP (README).
         freqm=0, timem=0, augment=False, band_augment=False,
     ),
     "paper": Scale(

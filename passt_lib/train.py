@@ -44,7 +44,6 @@ import logging
 import os
 import sys
 import time
-import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,8 +338,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=config.lr, fused=True)
 
 
-def train_flops_per_sample(name: str, model: nn.Module, example: torch.Tensor) -> int:
-    """Training FLOPs (forward + backward) of one sample of model ``name`` (``passt_lib.flops``).
+def train_flops_per_sample(model: nn.Module, example: torch.Tensor) -> int:
+    """Training FLOPs (forward + backward) of one sample of ``model`` (``passt_lib.flops``).
 
     Transformers: analytic, with the tokens left after compression and patchout. Other
     models: counted with ``FlopCounterMode`` on ``example`` (1, F, T) in eval mode, so
@@ -381,7 +380,27 @@ class PhaseState:
 
 def start_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
     """The model, optimizer and eval mels of phase ``pi`` (from the checkpoint's state when
-    the run resumes inside or right after it)."""
+    the run resumes inside or right after it), in the five steps below."""
+    model, mel_cfg, transform, optimizer = resume_phase_model(run, model, pi)
+    frontend, batches = train_inputs(run, mel_cfg)
+    record = phase_record(run, model, pi)
+    # 5. the training step: the model DDP-wrapped across processes, compiled where it pays
+    trained = (nn.parallel.DistributedDataParallel(
+        model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+        if run.d.active else model)
+    step = Step(maybe_compile(trained, run.config.compile, run.device), optimizer, frontend,
+                transform, run.data, run.n_classes, run.precision, run.device)
+    mels, test_mels = (eval_mels(run, split, mel_cfg) for split in (run.eval_split,
+                                                                      run.test_split))
+    example = transform(mels[:1].to(run.device))  # (1, F, T)
+    record["train_flops_per_sample"] = train_flops_per_sample(model, example)
+    return PhaseState(pi, run.schedule.phases[pi], model, step, batches, mels, record, test_mels)
+
+
+def resume_phase_model(run: Run, model: nn.Module, pi: int):
+    """1. (model, mel config, transform, optimizer) of phase ``pi``: from the checkpoint's
+    phase model when the run resumes, with its optimizer and RNG state when it resumes
+    inside this phase; the weight average starts here when the recipe asks for one."""
     phases, ckpt = run.schedule.phases, run.ckpt
     if ckpt is not None:  # rebuild the checkpoint's phase model, then move on from it
         model, _, _ = phase_model(run, model, phases[ckpt["phase_index"]])
@@ -397,43 +416,45 @@ def start_phase(run: Run, model: nn.Module, pi: int) -> PhaseState:
         if ckpt is not None and ckpt.get("swa") is not None:
             run.swa.load_state_dict(ckpt["swa"])
     run.ckpt = None
-    # Readers reject non-finite clips when they decode them, so the training front-end skips
-    # its finiteness check (a host sync every step); the eval front-end keeps it.
-    frontend = MelFrontend(mel_cfg.replace(check_finite=False)).to(run.device)
-    batches = run.batches
-    if fixed_train_mels(run, mel_cfg):  # the same mels every epoch: compute them once
-        mels = compute_mels(MelFrontend(mel_cfg).to(run.device), run.train_split,
-                            torch.arange(len(run.train_split)), 4 * run.local_batch, run.device, 0)
-        batches = TrainBatches(Split(run.train_split.dataset, run.train_split.targets,
-                                     mels.to(run.train_split.waves.device)),
-                               run.batches.sampler, run.local_batch, clip_samples=mels[0].numel(),
-                               num_workers=0, device=run.device)
-        frontend = None
+    return model, mel_cfg, transform, optimizer
+
+
+def train_inputs(run: Run, mel_cfg) -> tuple[MelFrontend | None, TrainBatches]:
+    """2. (training front-end, batches): waveforms through the front-end every step, or, when
+    a clip's mels are the same every epoch (``fixed_train_mels``), mels computed once."""
+    if not fixed_train_mels(run, mel_cfg):
+        # Readers reject non-finite clips when they decode them, so the training front-end
+        # skips its finiteness check (a host sync every step); the eval front-end keeps it.
+        return MelFrontend(mel_cfg.replace(check_finite=False)).to(run.device), run.batches
+    mels = compute_mels(MelFrontend(mel_cfg).to(run.device), run.train_split,
+                        torch.arange(len(run.train_split)), 4 * run.local_batch, run.device, 0)
+    split = Split(run.train_split.dataset, run.train_split.targets,
+                  mels.to(run.train_split.waves.device))
+    return None, TrainBatches(split, run.batches.sampler, run.local_batch,
+                              clip_samples=mels[0].numel(), num_workers=0, device=run.device)
+
+
+def phase_record(run: Run, model: nn.Module, pi: int) -> dict:
+    """3. The phase's entry of metrics.json (the resumed one, or a new one)."""
     record = next((r for r in run.records if r["index"] == pi), None)
     if record is None:
-        epochs = run.schedule.phase_epochs(pi)
-        record = {"index": pi, "method": phases[pi].method, "factor": phases[pi].factor,
-                  "epochs": len(epochs), "steps": sum(run.schedule.plan[pi]),
-                  "train_seconds": 0.0, "eval_seconds": 0.0, "train_samples": 0,
-                  "tokens": model.n_tokens(True) if is_patch_model(model)
-                  else None}
+        phase = run.schedule.phases[pi]
+        record = {"index": pi, "method": phase.method, "factor": phase.factor,
+                  "epochs": len(run.schedule.phase_epochs(pi)),
+                  "steps": sum(run.schedule.plan[pi]), "train_seconds": 0.0,
+                  "eval_seconds": 0.0, "train_samples": 0,
+                  "tokens": model.n_tokens(True) if is_patch_model(model) else None}
         run.records.append(record)
-    trained = (nn.parallel.DistributedDataParallel(
-        model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
-        if run.d.active else model)
-    step = Step(maybe_compile(trained, run.config.compile, run.device), optimizer, frontend,
-                transform, run.data, run.n_classes, run.precision, run.device)
-    eval_idx = torch.arange(len(run.eval_split))[run.d.rank::run.d.world]  # this rank's shard
-    mels = compute_mels(MelFrontend(mel_cfg).to(run.device), run.eval_split, eval_idx,
-                        run.eval_batch, run.device, run.data.num_workers)
-    test_mels = None
-    if run.test_split is not None:
-        test_idx = torch.arange(len(run.test_split))[run.d.rank::run.d.world]
-        test_mels = compute_mels(MelFrontend(mel_cfg).to(run.device), run.test_split, test_idx,
-                                 run.eval_batch, run.device, run.data.num_workers)
-    example = transform(mels[:1].to(run.device))  # (1, F, T)
-    record["train_flops_per_sample"] = train_flops_per_sample(run.config.model, model, example)
-    return PhaseState(pi, phases[pi], model, step, batches, mels, record, test_mels)
+    return record
+
+
+def eval_mels(run: Run, split: Split | None, mel_cfg) -> torch.Tensor | None:
+    """4. This rank's share of ``split``'s mels at the phase's resolution (None: no split)."""
+    if split is None:
+        return None
+    idx = torch.arange(len(split))[run.d.rank::run.d.world]  # this rank's shard
+    return compute_mels(MelFrontend(mel_cfg).to(run.device), split, idx, run.eval_batch,
+                        run.device, run.data.num_workers)
 
 
 def fixed_train_mels(run: Run, mel_config) -> bool:
@@ -774,16 +795,6 @@ def _main(argv: Sequence[str] | None) -> int:
         dist.destroy_process_group()
     return 0
 
-
-class _CallableModule(types.ModuleType):
-    """Lets ``passt_lib.train(config)`` call :func:`train` although ``passt_lib.train`` is
-    also this module (needed by ``torchrun -m passt_lib.train``)."""
-
-    def __call__(self, config: TrainConfig) -> TrainResult:
-        return train(config)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,8 @@ import pytest
 import soundfile
 import torch
 
-from passt_lib.frontend import MelConfig, MelFrontend, load_audio, n_frames
+from passt_lib.audio import load_audio
+from passt_lib.frontend import MelConfig, MelFrontend, n_frames
 
 SR = 32000
 

@@ -12,9 +12,9 @@ import torch
 from reference import quiet
 
 from passt_lib import embeddings as E
+from passt_lib.audio import AudioFile, load_audio
 from passt_lib.data.sources import Sample, load_bank, save_bank
-from passt_lib.frontend import load_audio
-from passt_lib.inference import AudioFile, AudioTagger, TensorSource
+from passt_lib.inference import AudioTagger, TensorSource
 from passt_lib.windows import TimeGrid, column_starts
 
 SR = 32000

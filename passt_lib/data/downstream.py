@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from passt_lib.audio import read_audio
 from passt_lib.data.readers import (
     AudioDataset,
     ConcatAudioDataset,
     FolderDataset,
     _HDF5Dataset,
-    read_audio,
 )
 
 FORMATS = ("esc50", "openmic-npz", "fsd50k")

@@ -40,9 +40,10 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from passt_lib.audio import resample, to_mono
 from passt_lib.data import sources as S
 from passt_lib.data.config import DataConfig
-from passt_lib.data.readers import fit_length, resample, to_mono, write_decoded_cache
+from passt_lib.data.readers import fit_length, write_decoded_cache
 from passt_lib.scales import get_scale
 
 BUILD_VERSION = 1

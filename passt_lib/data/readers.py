@@ -49,9 +49,9 @@ import h5py
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio
 
 from passt_lib.atomic import atomic_open
+from passt_lib.audio import read_audio, resample, to_mono
 
 log = logging.getLogger("passt_lib.data")
 
@@ -107,40 +107,6 @@ def fit_length(x: np.ndarray, n: int) -> np.ndarray:
     if len(x) >= n:
         return x[:n]
     return np.pad(x, (0, n - len(x)))
-
-
-def resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
-    if sr == target_sr:
-        return x
-    y = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(x)), sr, target_sr)
-    return y.numpy()
-
-
-def to_mono(x: np.ndarray) -> np.ndarray:
-    return x.mean(axis=1) if x.ndim == 2 else x
-
-
-# An mp3 decoder may legitimately deliver up to one frame (1,152 samples) less than the
-# length in the stream's header; a stream short by more was cut.
-TRUNCATION_TOLERANCE = 1152
-
-
-def read_audio(source) -> tuple[np.ndarray, int]:
-    """(float32 samples (S,) or (S, channels), sample rate) of an audio file or file-like
-    object that libsndfile reads (wav, flac, ogg, mp3, ...).
-
-    A stream that decodes to fewer samples than its own header announces is truncated: that
-    raises ValueError. (Clips that are simply shorter than the clip length are not: they are
-    zero-padded, as the reference does; only a length the file itself contradicts is an error.)
-    """
-    with sf.SoundFile(source) as f:
-        announced = f.frames
-        x = f.read(dtype="float32")
-        sr = f.samplerate
-    if len(x) < announced - TRUNCATION_TOLERANCE:
-        raise ValueError(f"truncated audio: decodes to {len(x)} samples but its header "
-                         f"announces {announced} ({len(x) / max(announced, 1):.0%})")
-    return x, sr
 
 
 def write_decoded_cache(path: Path, arr: np.ndarray) -> None:

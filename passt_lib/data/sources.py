@@ -33,7 +33,7 @@ import numpy as np
 import soundfile as sf
 
 from passt_lib.atomic import atomic_open
-from passt_lib.data.readers import resample
+from passt_lib.audio import resample
 
 BANK_VERSION = 1
 
