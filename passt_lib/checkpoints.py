@@ -34,10 +34,13 @@ from passt_lib.compression import transfer_state_dict
 from passt_lib.model import PaSST, PaSSTConfig
 from passt_lib.released import released
 
-# Format of the checkpoints ``passt-study train`` writes: 2 = self-describing (model, front-end,
-# classes, task, commit: ``inference.describe``), with (frequency, time) patch sizes; 1 (no
-# "format" entry) = training state only, still resumable.
-CHECKPOINT_FORMAT = 2
+# Format of the checkpoints ``passt-study train`` writes: 3 = the CNN baselines' front-end as
+# one ``mel`` field of their config; 2 = self-describing (model, front-end, classes, task,
+# commit: ``inference.describe``), with (frequency, time) patch sizes, the CNNs' front-end
+# fields flat in their config (``frontend.with_front_end`` folds them in as they load);
+# 1 (no "format" entry) = training state only, still resumable.
+CHECKPOINT_FORMAT = 3
+DESCRIBED_FROM = 2  # the first format that describes its model
 PREFIXES = ("net.", "net_swa.")
 # Present in reference checkpoints but unused by the reference's forward.
 IGNORED_REFERENCE_KEYS = ("head_dist.weight", "head_dist.bias")
@@ -174,7 +177,7 @@ def export_model(state: Mapping, folder: str | os.PathLike, described: tuple[str
     if missing:
         raise ValueError(f"{source} does not describe its model (no "
                          f"{', '.join(missing)}): only checkpoints of format "
-                         f"{CHECKPOINT_FORMAT} export")
+                         f"{DESCRIBED_FROM} or later export")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous() for k, v in state["model"].items()}

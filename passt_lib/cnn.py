@@ -51,7 +51,7 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 
 from passt_lib.configs import replace_strict
-from passt_lib.frontend import MelConfig
+from passt_lib.frontend import MEL_PRESETS, MelConfig, with_front_end
 from passt_lib.registry import register_presets
 
 EXTRACTOR_PREFIXES = ("spectrogram_extractor.", "logmel_extractor.")
@@ -65,7 +65,6 @@ class CNNConfig:
     channels: tuple[int, ...]  # output channels of each conv block
     pools: tuple[int, ...]  # average-pool size after each block (1 = none)
     n_classes: int = 527
-    input_fdim: int = 64  # mel bins
     block_dropout: float = 0.2
     head_dropout: float = 0.5
     spec_augment: bool = True
@@ -73,13 +72,7 @@ class CNNConfig:
     time_drop_width: int = 64
     freq_stripes: int = 2
     freq_drop_width: int = 8
-    # Front-end (the authors' torchlibrosa settings at 32 kHz).
-    sample_rate: int = 32000
-    n_fft: int = 1024
-    win_length: int = 1024
-    hop_length: int = 320
-    fmin: float = 50.0
-    fmax: float = 14000.0
+    mel: MelConfig = MEL_PRESETS["panns"]  # the authors' torchlibrosa front-end at 32 kHz
 
     def __post_init__(self) -> None:
         if self.block not in ("double3x3", "single5x5"):
@@ -89,10 +82,13 @@ class CNNConfig:
                 f"got {len(self.pools)} pool sizes for {len(self.channels)} conv blocks; "
                 "expected one per block"
             )
-        if self.n_classes < 1 or self.input_fdim < 1:
-            raise ValueError(
-                f"n_classes and input_fdim must be positive, got {self.n_classes}, {self.input_fdim}"
-            )
+        if self.n_classes < 1:
+            raise ValueError(f"n_classes must be positive, got {self.n_classes}")
+
+    @property
+    def input_fdim(self) -> int:
+        """Mel bins (``mel.n_mels``)."""
+        return self.mel.n_mels
 
     @property
     def embed_dim(self) -> int:
@@ -110,7 +106,8 @@ class CNNConfig:
     def preset(cls, name: str, **overrides) -> CNNConfig:
         if name not in CNN_PRESETS:
             raise ValueError(f"unknown CNN preset {name!r}; expected one of {', '.join(CNN_PRESETS)}")
-        return replace_strict(CNN_PRESETS[name], **overrides)
+        base = CNN_PRESETS[name]
+        return replace_strict(base, **with_front_end(base.mel, overrides))
 
 
 CNN_PRESETS: dict[str, CNNConfig] = {
@@ -203,11 +200,7 @@ class PANNsCNN(nn.Module):
     @property
     def mel_config(self) -> MelConfig:
         """The authors' torchlibrosa front-end (``MelConfig.preset("panns")``) at this config."""
-        c = self.config
-        return MelConfig.preset(
-            "panns", sample_rate=c.sample_rate, n_mels=c.input_fdim, n_fft=c.n_fft,
-            win_length=c.win_length, hop_length=c.hop_length, fmin=c.fmin, fmax=c.fmax,
-        )
+        return self.config.mel
 
     def forward_embedding(self, mel: torch.Tensor) -> torch.Tensor:
         """mel (B, 1, F, T) or (B, F, T) -> embedding (B, D), D = last block's channels."""
@@ -238,10 +231,10 @@ def _drop_extractor_keys(module, state_dict, prefix, local_metadata, strict, mis
                          errors) -> None:
     """Load hook: absorb the authors' frozen STFT/mel weights after checking their shapes."""
     c = module.config
-    n_bins = c.n_fft // 2 + 1
+    n_bins = c.mel.n_fft // 2 + 1
     expected = {
-        "spectrogram_extractor.stft.conv_real.weight": (n_bins, 1, c.n_fft),
-        "spectrogram_extractor.stft.conv_imag.weight": (n_bins, 1, c.n_fft),
+        "spectrogram_extractor.stft.conv_real.weight": (n_bins, 1, c.mel.n_fft),
+        "spectrogram_extractor.stft.conv_imag.weight": (n_bins, 1, c.mel.n_fft),
         "logmel_extractor.melW": (n_bins, c.input_fdim),
     }
     for key in [k for k in state_dict if k.startswith(prefix)]:
@@ -252,7 +245,7 @@ def _drop_extractor_keys(module, state_dict, prefix, local_metadata, strict, mis
         if local in expected and shape != expected[local]:
             raise ValueError(
                 f"checkpoint {key} has shape {shape} but this model's front-end "
-                f"(n_fft={c.n_fft}, n_mels={c.input_fdim}) gives {expected[local]}"
+                f"(n_fft={c.mel.n_fft}, n_mels={c.input_fdim}) gives {expected[local]}"
             )
         del state_dict[key]
 

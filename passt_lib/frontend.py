@@ -41,6 +41,7 @@ reads and resamples files.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -189,6 +190,21 @@ MEL_PRESETS: dict[str, MelConfig] = {
         preemphasis=0.0, mel_scale="slaney", log="db", log_offset=1e-10, normalize=False,
     ),
 }
+
+
+def with_front_end(base: MelConfig, overrides: dict) -> dict:
+    """``overrides`` of a model config with a ``mel`` field (the CNN baselines), the front-end
+    keys folded into one ``MelConfig``: ``mel`` (a MelConfig or its dict), ``input_fdim``
+    (the mel bins, as every model calls them) and any ``MelConfig`` field by name (the flat
+    form older checkpoints stored) replace those of ``base``."""
+    out = dict(overrides)
+    mel = out.pop("mel", base)
+    mel = MelConfig(**mel) if isinstance(mel, dict) else mel
+    fields = {f.name for f in dataclasses.fields(MelConfig)}
+    front = {k: out.pop(k) for k in list(out) if k in fields}
+    if "input_fdim" in out:
+        front["n_mels"] = out.pop("input_fdim")
+    return {**out, "mel": mel.replace(**front) if front else mel}
 
 
 # ---------------------------------------------------------------- pure functions

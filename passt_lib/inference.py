@@ -32,6 +32,7 @@ import torch.nn as nn
 
 from passt_lib.checkpoints import (
     CHECKPOINT_FORMAT,
+    DESCRIBED_FROM,
     export_model,
     load_checkpoint,
     load_reference_checkpoint,
@@ -244,7 +245,7 @@ def load_model(path: str | os.PathLike, **expected) -> AudioTagger:
     """
     state = read_exported(path) if os.path.isdir(path) else load_checkpoint(path)
     fmt = state.get("format", 1)
-    if fmt < CHECKPOINT_FORMAT:
+    if fmt < DESCRIBED_FROM:
         missing = [k for k in DESCRIBED if k not in state]
         raise ValueError(
             f"{path} is a format-{fmt} checkpoint, written before checkpoints described "

@@ -33,7 +33,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from passt_lib.cnn import mel_batch
 from passt_lib.configs import replace_strict
-from passt_lib.frontend import MelConfig
+from passt_lib.frontend import MEL_PRESETS, MelConfig, with_front_end
 from passt_lib.registry import register_presets
 
 # MobileNetV3-Large: (in, kernel, expanded, out, squeeze-excitation, hardswish, stride)
@@ -69,24 +69,20 @@ class MobileNetConfig:
 
     width_mult: float = 1.0
     n_classes: int = 527
-    input_fdim: int = 128  # mel bins
     head_dropout: float = 0.2
     se_reduction: int = 4
-    # Front-end (EfficientAT's AugmentMelSTFT at 32 kHz; masks as for AudioSet).
-    sample_rate: int = 32000
-    n_fft: int = 1024
-    win_length: int = 800
-    hop_length: int = 320
-    freqm: int = 48
-    timem: int = 192
+    mel: MelConfig = MEL_PRESETS["efficientat"]  # its AugmentMelSTFT at 32 kHz, AudioSet masks
 
     def __post_init__(self) -> None:
         if self.width_mult <= 0:
             raise ValueError(f"width_mult must be positive, got {self.width_mult}")
-        if self.n_classes < 1 or self.input_fdim < 1:
-            raise ValueError(
-                f"n_classes and input_fdim must be positive, got {self.n_classes}, {self.input_fdim}"
-            )
+        if self.n_classes < 1:
+            raise ValueError(f"n_classes must be positive, got {self.n_classes}")
+
+    @property
+    def input_fdim(self) -> int:
+        """Mel bins (``mel.n_mels``)."""
+        return self.mel.n_mels
 
     def channels(self, c: int) -> int:
         return make_divisible(c * self.width_mult)
@@ -97,7 +93,8 @@ class MobileNetConfig:
             raise ValueError(
                 f"unknown MobileNet preset {name!r}; expected one of {', '.join(MOBILENET_PRESETS)}"
             )
-        return replace_strict(MOBILENET_PRESETS[name], **overrides)
+        base = MOBILENET_PRESETS[name]
+        return replace_strict(base, **with_front_end(base.mel, overrides))
 
 
 MOBILENET_PRESETS: dict[str, MobileNetConfig] = {
@@ -189,11 +186,7 @@ class MobileNet(nn.Module):
     @property
     def mel_config(self) -> MelConfig:
         """EfficientAT's front-end (``MelConfig.preset("efficientat")``) at this config."""
-        c = self.config
-        return MelConfig.preset(
-            "efficientat", sample_rate=c.sample_rate, n_mels=c.input_fdim, n_fft=c.n_fft,
-            win_length=c.win_length, hop_length=c.hop_length, freqm=c.freqm, timem=c.timem,
-        )
+        return self.config.mel
 
     def feature_map(self, mel: torch.Tensor) -> torch.Tensor:
         """mel (B, 1, F, T) or (B, F, T) -> last feature map (B, 6 x width, F/32, T/32)."""

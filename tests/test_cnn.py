@@ -139,9 +139,9 @@ def authors_checkpoint(model: PANNsCNN) -> dict:
     """A checkpoint as the authors save it: {"model": state_dict incl. extractor weights}."""
     c = model.config
     sd = dict(model.state_dict())
-    n_bins = c.n_fft // 2 + 1
-    sd["spectrogram_extractor.stft.conv_real.weight"] = torch.randn(n_bins, 1, c.n_fft)
-    sd["spectrogram_extractor.stft.conv_imag.weight"] = torch.randn(n_bins, 1, c.n_fft)
+    n_bins = c.mel.n_fft // 2 + 1
+    sd["spectrogram_extractor.stft.conv_real.weight"] = torch.randn(n_bins, 1, c.mel.n_fft)
+    sd["spectrogram_extractor.stft.conv_imag.weight"] = torch.randn(n_bins, 1, c.mel.n_fft)
     sd["logmel_extractor.melW"] = torch.rand(n_bins, c.input_fdim)
     return {"iteration": 0, "model": sd}
 

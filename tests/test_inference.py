@@ -60,7 +60,7 @@ def test_checkpoints_describe_themselves(trained):
     assert m.mids == [f"/t/{i}" for i in range(4)] and m.task == "multilabel"
     assert m.window_frames == 100 and m.window_seconds == pytest.approx(1.0)
     state = T.load_checkpoint(path)
-    assert state["format"] == 2 and state["model_config"]["patch_size"] == (16, 16)
+    assert state["format"] == 3 and state["model_config"]["patch_size"] == (16, 16)
     assert state["config"] == cfg.to_dict() and state["mel_config"]["n_mels"] == 64
     wave = 0.1 * torch.randn(2, SR)
     with torch.no_grad():
@@ -275,3 +275,29 @@ def test_exported_folders_load_and_predict_as_the_checkpoint(trained, audio_file
     (folder / "model.json").unlink()
     with pytest.raises(ValueError, match="not an exported model: it has no model.json"):
         load_model(folder)
+
+
+def test_a_format_2_cnn_checkpoint_with_flat_front_end_fields_loads(tmp_path):
+    """Format 2 stored a CNN's front-end as flat config fields; format 3 as one ``mel``."""
+    from types import SimpleNamespace
+
+    from passt_lib.checkpoints import save_checkpoint
+    from passt_lib.inference import describe
+    from passt_lib.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("cnn6", "smoke", 4)
+    data = SimpleNamespace(sample_rate=SR, clip_seconds=1.0, task="multilabel")
+    state = {"model": model.state_dict(), "phase_full": True,
+             **describe(model, "cnn6", "smoke", 4, {}, model.mel_config, data, NAMES, None, 100)}
+    assert state["format"] == 3 and state["model_config"]["mel"]["n_mels"] == 64
+    save_checkpoint(tmp_path / "new.pt", state)
+    flat = {k: v for k, v in state["model_config"].items() if k != "mel"}
+    mel = state["model_config"]["mel"]
+    flat.update(input_fdim=mel["n_mels"], **{k: mel[k] for k in (
+        "sample_rate", "n_fft", "win_length", "hop_length", "fmin", "fmax")})
+    save_checkpoint(tmp_path / "old.pt", {**state, "format": 2, "model_config": flat})
+    old, new = load_model(tmp_path / "old.pt"), load_model(tmp_path / "new.pt")
+    assert old.model.config == new.model.config and old.frontend.config == new.frontend.config
+    wave = 0.1 * torch.randn(2, 3 * SR)
+    assert torch.equal(old.predict(wave).window_logits, new.predict(wave).window_logits)
