@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "'Downstream tasks' for the layouts")
     p.add_argument("--scale", default="paper", help="paper (default), embedded or smoke")
     p.add_argument("--folds", help="folds to run, e.g. 1-5 (ESC-50 and keywords); default: 1")
-    p.add_argument("--out", help="output folder (default results/finetune/RECIPE)")
+    p.add_argument("--out", help="output folder (default results/runs/finetune/RECIPE)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig field (init=CHECKPOINT, init_arch=NAME, "
                         "lr=..., data.FIELD=...); repeatable")
@@ -169,7 +169,7 @@ def _main(argv: Sequence[str] | None) -> int:
     recipe = get_recipe(args.recipe)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     sets = list(args.set) + (["progress=false"] if args.no_progress else [])
-    out = Path(args.out or Path("results") / "finetune" / recipe.name)
+    out = Path(args.out or Path("results") / "runs" / "finetune" / recipe.name)
     folds = parse_folds(args.folds)
     if folds is not None and not recipe.folds:
         raise ValueError(f"{recipe.name} has fixed splits, not folds; drop --folds")
