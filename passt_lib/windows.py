@@ -10,9 +10,10 @@ HEAR embeddings, ``PaSST.predict_long``):
   length: a 10.0 s clip (1,000 frames) of a 998-frame model gives 99 patch columns, as
   998 frames do, and runs as one window, unpadded;
 - longer input: windows of ``window`` frames every ``hop`` frames, and a last window that
-  ends at the input's end (its start rounded down to a multiple of ``align``, which keeps a
-  window's patches on one grid: timestamp embeddings use ``align = stride``). No window is
-  ever padded: every frame a window holds is input.
+  ends at the input's end. No window is ever padded: every frame a window holds is input.
+
+Timestamp embeddings tile patch columns instead (:func:`column_starts`): windows side by
+side on the patch grid, the last one ending on the last column.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class TimeGrid:
         """Whether ``frames`` run as one forward pass (no time patch beyond the model's)."""
         return n_patches(frames, self.patch, self.stride) <= self.max_columns
 
-    def starts(self, frames: int, hop: int, align: int = 1) -> tuple[list[int], int]:
+    def starts(self, frames: int, hop: int) -> tuple[list[int], int]:
         """(window starts, window length) for input of ``frames`` frames (see the module doc).
 
         ``hop`` must be in [1, window]: a longer hop would leave frames in no window.
@@ -56,7 +57,7 @@ class TimeGrid:
                              f"hop longer than the window leaves frames in no window; got {hop}")
         if self.fits(frames):
             return [0], frames
-        last = (frames - self.window) // align * align
+        last = frames - self.window
         return [*range(0, last, hop), last], self.window
 
 
@@ -69,7 +70,7 @@ def column_starts(n_columns: int, per_window: int) -> list[int]:
     return [*range(0, n_columns - per_window, per_window), n_columns - per_window]
 
 
-def slide_windows(mel: torch.Tensor, grid: TimeGrid, hop: int, align: int = 1
+def slide_windows(mel: torch.Tensor, grid: TimeGrid, hop: int
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cut (B, 1, F, T) into the windows of ``grid`` (see the module doc).
 
@@ -77,7 +78,7 @@ def slide_windows(mel: torch.Tensor, grid: TimeGrid, hop: int, align: int = 1
     sound by sound.
     """
     b, _, f, t_in = mel.shape
-    starts, length = grid.starts(t_in, hop, align)
+    starts, length = grid.starts(t_in, hop)
     windows = torch.stack([mel[..., s:s + length] for s in starts], dim=1)  # (B, W, 1, F, L)
     starts_t = torch.tensor(starts)
     return windows.reshape(b * len(starts), 1, f, length), starts_t, starts_t + length
