@@ -71,7 +71,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 def torch_load(path: str | os.PathLike, *, weights_only: bool = True):
     """``torch.load`` onto the CPU; a missing, truncated or foreign file is an error naming it.
 
-    Only :func:`convert_checkpoint` with ``trust=True`` passes ``weights_only=False``.
+    Only :func:`convert_checkpoint` with ``trust=True`` turns ``weights_only`` off.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
