@@ -8,7 +8,7 @@ KERNEL := passt-study
 APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small \
 	hydrogen-drumkits hydrogen-data espeak-ng flite asterisk-core-sounds-en-wav
 
-.PHONY: setup system-packages test test-fast lint study figures lab tour-html clean-venv
+.PHONY: setup system-packages test test-fast lint stale study figures lab tour-html clean-venv
 
 setup: $(STAMP) system-packages
 
@@ -33,6 +33,11 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check passt_lib tests
+
+# Committed result CSVs older than the code they measure: a report, not a test (exits 0).
+# Needs the package and git, not the system packages.
+stale: $(STAMP)
+	$(BIN)/python -m passt_lib.stale
 
 study: setup
 	$(BIN)/passt-study study
