@@ -21,11 +21,14 @@ import torch
 import torchaudio.functional as AF
 
 
-def resample(x: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
+def resample(x: np.ndarray | torch.Tensor, sr: int, target_sr: int):
+    """Samples (S,) from ``sr`` to ``target_sr`` (``torchaudio.functional.resample``), as a
+    NumPy array or a tensor, whichever was given."""
     if sr == target_sr:
         return x
-    y = AF.resample(torch.from_numpy(np.ascontiguousarray(x)), sr, target_sr)
-    return y.numpy()
+    if isinstance(x, torch.Tensor):
+        return AF.resample(x, int(sr), target_sr)
+    return AF.resample(torch.from_numpy(np.ascontiguousarray(x)), int(sr), target_sr).numpy()
 
 
 def to_mono(x: np.ndarray) -> np.ndarray:
@@ -71,9 +74,7 @@ def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
         raise ValueError(f"cannot read audio file {path}: {err}") from err
     if data.shape[0] == 0:
         raise ValueError(f"audio file {path} contains no samples")
-    wave = torch.from_numpy(to_mono(data))  # (S,)
-    if file_rate != sample_rate:
-        wave = AF.resample(wave, int(file_rate), sample_rate)
+    wave = resample(torch.from_numpy(to_mono(data)), file_rate, sample_rate)  # (S,)
     return wave.float().contiguous()
 
 
@@ -108,7 +109,10 @@ class AudioFile:
         # torchaudio's filter reaches ``width`` source samples to each side
         width = math.ceil(6 * self._orig / (min(self._orig, self._new) * 0.99))
         self._margin = -(-(width + 8) // self._orig) * self._orig + self._orig
-        self._whole = None if self._file.seekable() else self._read_source(0, self.n_file)
+        self._whole = None  # a stream that cannot seek is read, downmixed and resampled once
+        if not self._file.seekable():
+            self._whole = resample(self._read_source(0, self.n_file), self.file_rate,
+                                          sample_rate)
 
     @property
     def notes(self) -> list[str]:
@@ -123,26 +127,19 @@ class AudioFile:
 
     def _read_source(self, start: int, stop: int) -> torch.Tensor:
         self._file.seek(start)
-        data = self._file.read(stop - start, dtype="float32", always_2d=True)  # (S, C)
-        return torch.from_numpy(data).mean(dim=1)  # (S,)
+        return torch.from_numpy(to_mono(self._file.read(stop - start, dtype="float32")))
 
     def read(self, start: int, stop: int) -> torch.Tensor:
         start, stop = max(start, 0), min(stop, self.n_samples)
         if self._whole is not None:
-            return self._resampled_whole()[None, start:stop]
+            return self._whole[None, start:stop]
         if self._orig == self._new:
             return self._read_source(start, stop)[None]
         src0 = max(0, start // self._new * self._orig - self._margin)  # on the period
         src1 = min(self.n_file, -(-stop * self._orig // self._new) + self._margin)
-        y = AF.resample(self._read_source(src0, src1), self.file_rate, self.sample_rate)
+        y = resample(self._read_source(src0, src1), self.file_rate, self.sample_rate)
         at = src0 // self._orig * self._new  # the output sample y[0] is
         return y[None, start - at:stop - at]
-
-    def _resampled_whole(self) -> torch.Tensor:
-        if self._orig != self._new and not getattr(self, "_resampled", False):
-            self._whole = AF.resample(self._whole, self.file_rate, self.sample_rate)
-            self._resampled = True
-        return self._whole
 
     def close(self) -> None:
         self._file.close()
