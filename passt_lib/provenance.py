@@ -22,7 +22,8 @@ MATMUL_ISAS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", 
                ("avx2", "AVX2"), ("sve", "SVE"), ("asimd", "NEON"))
 
 
-def _git(*args: str, cwd: Path = REPO_ROOT) -> str | None:
+def run_git(*args: str, cwd: Path = REPO_ROOT) -> str | None:
+    """The stripped output of ``git ARGS`` in ``cwd``, or None when git fails or is absent."""
     try:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
@@ -32,8 +33,8 @@ def _git(*args: str, cwd: Path = REPO_ROOT) -> str | None:
 
 def git_state(cwd: Path = REPO_ROOT) -> dict:
     """{"commit": sha or None, "dirty": bool or None} of the checkout holding passt_lib."""
-    commit = _git("rev-parse", "HEAD", cwd=cwd)
-    status = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd)
+    commit = run_git("rev-parse", "HEAD", cwd=cwd)
+    status = run_git("status", "--porcelain", "--untracked-files=no", cwd=cwd)
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 

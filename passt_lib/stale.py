@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from passt_lib.provenance import REPO_ROOT, _git
+from passt_lib.provenance import REPO_ROOT, run_git
 
 # ---------------------------------------------------------------------------- what each CSV measures
 # Groups of files; a directory (ending in "/") stands for everything under it.
@@ -134,7 +134,7 @@ def exercised(csv_path: str, exercises: dict[str, tuple[str, ...]] = EXERCISES
 
 def changes_since(commit: str, paths: tuple[str, ...], repo: Path) -> dict[str, tuple[int, int]]:
     """{file: (lines added, lines removed)} among ``paths`` between ``commit`` and HEAD."""
-    out = _git("diff", "--numstat", "--no-renames", commit, "HEAD", "--", *paths, cwd=repo) or ""
+    out = run_git("diff", "--numstat", "--no-renames", commit, "HEAD", "--", *paths, cwd=repo) or ""
     changed = {}
     for line in out.splitlines():
         added, removed, name = line.split("\t", 2)
@@ -144,11 +144,11 @@ def changes_since(commit: str, paths: tuple[str, ...], repo: Path) -> dict[str, 
 
 
 def is_git_checkout(repo: Path) -> bool:
-    return _git("rev-parse", "--verify", "--quiet", "HEAD", cwd=repo) is not None
+    return run_git("rev-parse", "--verify", "--quiet", "HEAD", cwd=repo) is not None
 
 
 def committed_csvs(repo: Path) -> list[str]:
-    return sorted((_git("ls-files", "--", "results/*.csv", cwd=repo) or "").splitlines())
+    return sorted((run_git("ls-files", "--", "results/*.csv", cwd=repo) or "").splitlines())
 
 
 def check(repo: Path = REPO_ROOT, exercises: dict[str, tuple[str, ...]] = EXERCISES
@@ -165,7 +165,7 @@ def check(repo: Path = REPO_ROOT, exercises: dict[str, tuple[str, ...]] = EXERCI
             statuses.append(Status(name, UNMAPPED, commits))
             continue
         unknown = [c for c in commits
-                   if _git("rev-parse", "--verify", "--quiet", f"{c}^{{commit}}", cwd=repo) is None]
+                   if run_git("rev-parse", "--verify", "--quiet", f"{c}^{{commit}}", cwd=repo) is None]
         if unknown:
             statuses.append(Status(name, UNKNOWN, commits, unknown=unknown))
             continue
