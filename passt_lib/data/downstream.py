@@ -36,7 +36,7 @@ from passt_lib.data.readers import (
     AudioDataset,
     ConcatAudioDataset,
     FolderDataset,
-    _HDF5Dataset,
+    HDF5Dataset,
 )
 
 FORMATS = ("esc50", "openmic-npz", "fsd50k")
@@ -248,7 +248,7 @@ def fold_labels(ds, column: str) -> np.ndarray:
             raise ValueError(f"{ds.path} has no fold column {column!r} (found "
                              f"{reader.fieldnames}); set data.fold_column")
         return np.array([r[column] for r in rows])
-    if isinstance(ds, _HDF5Dataset):
+    if isinstance(ds, HDF5Dataset):
         import h5py
 
         with h5py.File(ds.path, "r") as f:

@@ -312,7 +312,7 @@ class AudioDataset(torch.utils.data.Dataset):
         return "\n".join(lines)
 
 
-class _HDF5Dataset(AudioDataset):
+class HDF5Dataset(AudioDataset):
     """Lazily opened HDF5 file, reopened after a fork (one handle per process)."""
 
     def __init__(self, path, **kw):
@@ -385,7 +385,7 @@ class _HDF5Dataset(AudioDataset):
         return self._names[i]
 
 
-class PasstHDF5Dataset(_HDF5Dataset):
+class PasstHDF5Dataset(HDF5Dataset):
     """PaSST / AudioSet ``*_mp3.hdf``: ``audio_name``, ``mp3`` (vlen uint8), ``target``."""
 
     LAYOUT = ("PaSST mp3", ("audio_name", "mp3", "target"))
@@ -397,7 +397,7 @@ class PasstHDF5Dataset(_HDF5Dataset):
         return read_audio(io.BytesIO(self.raw_bytes(i)))
 
 
-class PannsHDF5Dataset(_HDF5Dataset):
+class PannsHDF5Dataset(HDF5Dataset):
     """PANNs waveform HDF5: ``audio_name``, ``waveform`` int16 (N, S), ``target`` bool."""
 
     LAYOUT = ("PANNs waveform", ("audio_name", "waveform", "target"))
